@@ -1,0 +1,1 @@
+"""The HumanEval-X harness: generation, sandboxed execution, pass@k, reports."""

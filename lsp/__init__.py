@@ -1,0 +1,1 @@
+"""The codeglm language server (pygls)."""

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh Debian machine: a virtualenv in .venv with codeglm and
+# its dev tools, the six HumanEval-X toolchains, and the VS Code extension's node modules.
+# Idempotent. Knobs: SKIP_APT=1 (system packages already there), SKIP_EXTENSION=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+# torch first, pinned: this machine keeps a CPU wheel of 2.13.0 on disk, while a bare
+# "torch" requirement could pull a multi-GB CUDA build.
+.venv/bin/pip install -q torch==2.13.0
+.venv/bin/pip install -q -e ".[dev]"
+# The reference implementation, for parity tests only (its own deps are not needed).
+.venv/bin/pip install -q --no-deps codegeex==1.0
+
+if [ -z "${SKIP_APT:-}" ] && [ -x scripts/install-toolchains.sh ]; then
+  bash scripts/install-toolchains.sh
+fi
+if [ -z "${SKIP_EXTENSION:-}" ] && [ -f vscode-extension/package.json ]; then
+  (cd vscode-extension && npm ci --no-audit --no-fund)
+fi
+echo "setup: done (.venv ready)"
