@@ -16,6 +16,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("codeglm.convert", "convert an original CodeGeeX checkpoint into a model directory"),
     "eval": ("evals.cli", "HumanEval-X: generate, execute, report, selfcheck, completion benchmark"),
     "complete": ("codeglm.complete_cli", "complete code at a position in a file"),
+    "generate": ("codeglm.generate_cli", "continue a prompt with any backend, streamed to the terminal"),
+    "serve-api": ("codeglm.serve_api", "serve an OpenAI-compatible completions API in front of any backend"),
+    "translate": ("codeglm.translate_cli", "translate a file into another language (Python, Java, C++, JS, Go, Rust)"),
+    "serve": ("codeglm.serve_cli", "run the language server (LSP over stdio, or --tcp --port N)"),
+    "train": ("codeglm.train", "train a CodeGeeX-architecture model on source trees"),
 }
 
 

@@ -1,0 +1,305 @@
+"""Generation speed: this project's engine against transformers' generate().
+
+On one random-weight CodeGeeX-shaped model (>= 100M parameters) and, as the
+transformers baseline, transformers' own ``GPT2LMHeadModel`` of the same width, depth
+(L + 1 blocks), vocabulary and context, in one run:
+
+- prefill and decode tokens/s at batch 1 (greedy) and at n = 8 samples of one prompt
+  (temperature 0.8, top-p 0.95), for the engine, for GPT-2 with ``generate()``, and
+  for this project's transformers adapter (``CodeGeeXForCausalLM.generate()``);
+- the machine's memory read bandwidth, and the fraction of the bandwidth bound
+  (bytes a decode step must read / bandwidth) the engine reaches at batch 1;
+- int8 decode speed against fp32, and int8's effect on logits (HumanEval-X prompts);
+- the prefix cache: time to first token for a 1,500-token prompt cold, and after one
+  more typed character.
+
+Every timing is the best of ``--repeats`` runs (the machine may be shared). The last
+line of output is one JSON object with all figures.
+
+    .venv/bin/python bench/generation.py            # ~5 minutes on 2 cores
+    .venv/bin/python bench/generation.py --quick    # smaller model, a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gzip
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from codeglm.backends.base import SamplingParams
+from codeglm.config import CodeGeeXConfig
+from codeglm.engine import Engine
+from codeglm.model import CodeGeeXForCausalLM
+from codeglm.paths import humaneval_dir
+from codeglm.quantize import linear_bytes, measure_int8_effect, quantize_int8
+from codeglm.tokenizer import CodeGeeXTokenizer, load_tokenizer
+
+LANGUAGES = ("python", "cpp", "java", "js", "go", "rust")
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden: int
+    layers: int  # ordinary blocks; the model has one more (the top query layer)
+    heads: int
+    vocab: int = 52224
+    context: int = 2048
+
+
+FULL = Shape(hidden=768, layers=12, heads=12)
+QUICK = Shape(hidden=256, layers=4, heads=4)
+
+
+class NoEndOfText:
+    """The tokenizer, except that no token ends a sample: every run decodes the same
+    number of steps, as ``min_new_tokens`` makes transformers do."""
+
+    eos_token_id = -1
+
+    def __init__(self, tokenizer: CodeGeeXTokenizer) -> None:
+        self.encode = tokenizer.encode
+        self.decode = tokenizer.decode
+
+
+def best_of(repeats: int, run: Callable[[], float]) -> float:
+    return min(run() for _ in range(repeats))
+
+
+def read_bandwidth(megabytes: int, repeats: int) -> float:
+    """Bytes/s of summing a tensor far larger than the caches (what a GEMV does)."""
+    data = torch.ones(megabytes * 2**20 // 4)
+    data.sum()
+
+    def run() -> float:
+        start = time.perf_counter()
+        data.sum()
+        return time.perf_counter() - start
+
+    return data.numel() * 4 / best_of(repeats, run)
+
+
+def humaneval_records(language: str) -> list[dict]:
+    with gzip.open(humaneval_dir() / f"humaneval_{language}.jsonl.gz", "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def humaneval_text(min_chars: int) -> str:
+    """HumanEval-X prompts, languages taken in turn, joined until ``min_chars`` long."""
+    records = {language: humaneval_records(language) for language in LANGUAGES}
+    parts: list[str] = []
+    for i in range(164):
+        for language in LANGUAGES:
+            parts.append(records[language][i]["prompt"])
+            if sum(map(len, parts)) >= min_chars:
+                return "\n".join(parts)
+    return "\n".join(parts)
+
+
+def humaneval_prompts(tokenizer: CodeGeeXTokenizer, tokens_each: int) -> list[list[int]]:
+    """The first two prompts of each language, as at most ``tokens_each`` tokens."""
+    return [
+        tokenizer.encode(record["prompt"])[:tokens_each]
+        for language in LANGUAGES
+        for record in humaneval_records(language)[:2]
+    ]
+
+
+def codegeex_model(shape: Shape) -> CodeGeeXForCausalLM:
+    config = CodeGeeXConfig(
+        vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads, max_position_embeddings=shape.context,
+    )
+    return CodeGeeXForCausalLM(config).eval()
+
+
+def gpt2_model(shape: Shape) -> torch.nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=shape.vocab, n_positions=shape.context, n_embd=shape.hidden, n_layer=shape.layers + 1,
+        n_head=shape.heads, bos_token_id=50256, eos_token_id=50256,
+    )
+    return GPT2LMHeadModel(config).eval()
+
+
+@dataclass(frozen=True)
+class Speed:
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float  # over all rows
+
+    def as_dict(self) -> dict[str, float]:
+        return {"prefill_tok_s": round(self.prefill_tokens_per_s, 2), "decode_tok_s": round(self.decode_tokens_per_s, 2)}
+
+
+def engine_speed(engine: Engine, prompt: list[int], new_tokens: int, n: int, params: SamplingParams, repeats: int) -> Speed:
+    prefill, decode = [], []
+    for _ in range(repeats):
+        engine.prefix_cache.clear()
+        engine.generate_tokens([prompt], params, n=n)
+        stats = engine.last_stats
+        assert stats.decode_steps == new_tokens - 1, stats
+        prefill.append(stats.prefill_seconds)
+        decode.append(stats.decode_seconds / stats.decode_steps)
+    return Speed(len(prompt) / min(prefill), n / min(decode))
+
+
+def hf_speed(model: torch.nn.Module, prompt: list[int], new_tokens: int, n: int, sample: bool, repeats: int) -> Speed:
+    """transformers' generate(): decode time = (N tokens - 1 token) / (N - 1) steps."""
+    ids = torch.tensor([prompt]).expand(n, -1).contiguous()
+    options = dict(do_sample=sample, pad_token_id=50256)
+    if sample:
+        options.update(temperature=0.8, top_p=0.95, top_k=0)
+
+    def timed(tokens: int) -> float:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, **options)
+        return time.perf_counter() - start
+
+    timed(2)
+    first = best_of(repeats, lambda: timed(1))
+    full = best_of(repeats, lambda: timed(new_tokens))
+    # The batch-n prefill computes the prompt n times; count it once per prompt, as the engine does.
+    return Speed(len(prompt) / first, n * (new_tokens - 1) / (full - first))
+
+
+def time_to_first_token(engine: Engine, text: str, repeats: int) -> float:
+    """Seconds from the request text to the first chosen token (encoding included)."""
+    def run() -> float:
+        start = time.perf_counter()
+        ids = engine.tokenizer.encode(text)
+        encoded = time.perf_counter() - start
+        engine.generate_tokens([ids], SamplingParams(max_new_tokens=1))
+        return encoded + engine.last_stats.prefill_seconds
+
+    return best_of(repeats, run)
+
+
+def prefix_cache_ttft(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer, prompt_tokens: int, repeats: int) -> dict:
+    ids = tokenizer.encode(humaneval_text(prompt_tokens * 6))[:prompt_tokens]
+    text = tokenizer.decode(ids)
+    typed = text + "x"
+    engine = Engine(model, NoEndOfText(tokenizer))
+    engine.prefix_cache.max_tokens = 0
+    cold = time_to_first_token(engine, typed, repeats)
+    engine.prefix_cache.max_tokens = 8192
+
+    def warm_run() -> float:
+        engine.prefix_cache.clear()
+        engine.generate([text], SamplingParams(max_new_tokens=1))  # the keystroke before
+        return time_to_first_token(engine, typed, 1)
+
+    warm = best_of(repeats, warm_run)
+    return {
+        "prompt_tokens": len(tokenizer.encode(typed)),
+        "reused_tokens": engine.last_stats.reused_prefix_tokens,
+        "cold_ttft_s": round(cold, 4),
+        "warm_ttft_s": round(warm, 4),
+        "ratio": round(cold / warm, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a small model and short runs (smoke test)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--new-tokens", type=int, default=None, help="tokens per decode run (default 48, quick 16)")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per figure, best taken (default 3, quick 1)")
+    parser.add_argument("--ttft-prompt-tokens", type=int, default=1500)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    shape = QUICK if args.quick else FULL
+    new_tokens = args.new_tokens or (16 if args.quick else 48)
+    repeats = args.repeats or (1 if args.quick else 3)
+    load_before = os.getloadavg()[0]
+    began = time.perf_counter()
+
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer()
+    model = codegeex_model(shape)
+    parameters = sum(p.numel() for p in model.parameters())
+    prompt = tokenizer.encode(humaneval_text(args.prompt_tokens * 6))[: args.prompt_tokens]
+    greedy = SamplingParams(max_new_tokens=new_tokens)
+    sampled = SamplingParams(max_new_tokens=new_tokens, temperature=0.8, top_p=0.95, seed=0)
+    print(f"CodeGeeX-shaped model: {parameters / 1e6:.1f}M parameters, h={shape.hidden}, "
+          f"{shape.layers}+1 blocks, vocab {shape.vocab}, context {shape.context}; {args.threads} threads")
+
+    bandwidth = read_bandwidth(256 if args.quick else 1024, 5)
+    print(f"memory read bandwidth: {bandwidth / 1e9:.2f} GB/s")
+
+    # transformers' generate() on this project's adapter, before the engine re-lays out the weights.
+    adapter_b1 = hf_speed(model, prompt, new_tokens, 1, False, repeats)
+    print(f"adapter generate() b1: {adapter_b1}")
+    engine = Engine(model, NoEndOfText(tokenizer), prefix_cache_size=0, transpose_weights=True)
+    engine_b1 = engine_speed(engine, prompt, new_tokens, 1, greedy, repeats)
+    print(f"engine b1: {engine_b1}")
+    engine_n8 = engine_speed(engine, prompt, new_tokens, 8, sampled, repeats)
+    print(f"engine n8: {engine_n8}")
+
+    gpt2 = gpt2_model(shape)
+    gpt2_b1 = hf_speed(gpt2, prompt, new_tokens, 1, False, repeats)
+    print(f"gpt2 generate() b1: {gpt2_b1}")
+    gpt2_n8 = hf_speed(gpt2, prompt, new_tokens, 8, True, repeats)
+    print(f"gpt2 generate() n8: {gpt2_n8}")
+    del gpt2
+
+    # The bandwidth bound at batch 1: every linear weight, the embedding row and
+    # position rows, the layer norms, and the KV cache at the mean decode length.
+    mean_length = args.prompt_tokens + new_tokens / 2
+    kv_bytes = engine.cache_shape.bytes_per_token * mean_length
+    step_bytes = linear_bytes(model) + kv_bytes
+    bound = bandwidth / step_bytes
+    fraction = engine_b1.decode_tokens_per_s / bound
+    print(f"bytes per decode step {step_bytes / 1e6:.1f} MB -> bound {bound:.1f} tok/s; engine reaches {fraction:.1%}")
+
+    quantized = quantize_int8(copy.deepcopy(model))
+    int8_engine = Engine(quantized, NoEndOfText(tokenizer), prefix_cache_size=0)
+    int8_b1 = engine_speed(int8_engine, prompt, new_tokens, 1, greedy, repeats)
+    print(f"int8 engine b1: {int8_b1}")
+    effect = measure_int8_effect(model, quantized, humaneval_prompts(tokenizer, 128))
+    print(f"int8 effect: {effect}")
+    del int8_engine, quantized
+
+    ttft = prefix_cache_ttft(model, tokenizer, args.ttft_prompt_tokens, repeats)
+    print(f"prefix cache: {ttft}")
+
+    result = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": args.threads,
+                    "torch": torch.__version__, "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)},
+        "model": {"parameters_m": round(parameters / 1e6, 1), "hidden": shape.hidden, "blocks": shape.layers + 1,
+                  "vocab": shape.vocab, "context": shape.context},
+        "prompt_tokens": args.prompt_tokens,
+        "new_tokens": new_tokens,
+        "bandwidth_gb_s": round(bandwidth / 1e9, 2),
+        "engine_b1": engine_b1.as_dict(),
+        "engine_n8": engine_n8.as_dict(),
+        "gpt2_generate_b1": gpt2_b1.as_dict(),
+        "gpt2_generate_n8": gpt2_n8.as_dict(),
+        "adapter_generate_b1": adapter_b1.as_dict(),
+        "int8_engine_b1": int8_b1.as_dict(),
+        "int8_max_logit_diff": round(effect.max_logit_diff, 4),
+        "int8_max_abs_logit": round(effect.max_abs_logit, 4),
+        "int8_greedy_agreement": round(effect.greedy_agreement, 4),
+        "prefix_cache": ttft,
+        "decode_ratio_b1": round(engine_b1.decode_tokens_per_s / gpt2_b1.decode_tokens_per_s, 3),
+        "decode_ratio_n8": round(engine_n8.decode_tokens_per_s / gpt2_n8.decode_tokens_per_s, 3),
+        "prefill_ratio_b1": round(engine_b1.prefill_tokens_per_s / gpt2_b1.prefill_tokens_per_s, 3),
+        "bandwidth_fraction_b1": round(fraction, 3),
+        "int8_speedup": round(int8_b1.decode_tokens_per_s / engine_b1.decode_tokens_per_s, 3),
+        "prefix_cache_ttft_ratio": ttft["ratio"],
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

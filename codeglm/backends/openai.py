@@ -1,0 +1,317 @@
+"""The ``openai`` backend: any OpenAI-compatible ``/v1/completions`` server.
+
+vLLM, TGI, llama.cpp's server and ``codeglm serve-api`` all speak it. Requests are
+retried with exponential backoff (``backoff * 2**attempt`` seconds, or the server's
+``Retry-After``) after connection errors, timeouts, 429 and 5xx; other 4xx answers
+are reported at once. A generation with a ``finished`` callback or a cancel token is
+streamed, so it can stop early: closing the stream disconnects, and a server that
+cancels on disconnect (serve-api, vLLM) stops generating.
+
+Token counts: with ``tokenizer=PATH`` (a tokenizer.json or a directory holding one)
+they are exact; otherwise the server's ``/tokenize`` (serve-api, vLLM) is asked;
+failing that they are estimated as one token per three bytes of UTF-8, which
+over-counts typical code, so prompt budgets err on the safe side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from codeglm.backends.base import BackendError, CancelToken, Completion, GenerationRequest
+from codeglm.backends.text_rules import TextSample, first_stop
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+DEFAULT_CONTEXT = 2048
+BYTES_PER_TOKEN_ESTIMATE = 3
+MAX_RETRY_AFTER = 30.0
+
+
+def api_root(url: str) -> str:
+    """``http://host:8000``, ``.../v1`` and ``.../v1/`` all give ``http://host:8000/v1``."""
+    root = url.rstrip("/")
+    return root if root.endswith("/v1") else root + "/v1"
+
+
+def estimate_tokens(text: str) -> int:
+    return math.ceil(len(text.encode("utf-8")) / BYTES_PER_TOKEN_ESTIMATE)
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:500] or response.reason_phrase
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and "message" in error:
+        return str(error["message"])
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])
+    return json.dumps(body)[:500]
+
+
+class OpenAIBackend:
+    """``Backend`` over HTTP. ``model`` None: the first model the server lists."""
+
+    def __init__(
+        self,
+        url: str,
+        model: str | None = None,
+        *,
+        timeout: float = 60.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        tokenizer: str | None = None,
+        context: int | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        fim: bool = False,
+    ) -> None:
+        self.root = api_root(url)
+        self._model = model
+        self.name = f"openai:{url}" + (f"#{model}" if model else "")
+        self.retries = retries
+        self.backoff = backoff
+        self.supports_fim = fim
+        self._context = context
+        self._tokenizer_path = tokenizer
+        self._count: Callable[[str], int] | None = None
+        api_key = os.environ.get(api_key_env)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), headers=headers)
+
+    # --- the server's facts, asked for lazily ---------------------------------------
+
+    @property
+    def model(self) -> str:
+        if self._model is None:
+            models = self._models()
+            if not models:
+                raise BackendError(f"the server at {self.root} lists no models: name one with openai:URL#MODEL")
+            self._model = str(models[0]["id"])
+        return self._model
+
+    def _models(self) -> list[dict[str, Any]]:
+        response = self._request("GET", "/models")
+        try:
+            data = response.json()["data"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise BackendError(f"{self.root}/models did not answer with a model list: {error}") from error
+        return [m for m in data if isinstance(m, dict) and "id" in m]
+
+    @property
+    def context_length(self) -> int:
+        if self._context is None:
+            self._context = DEFAULT_CONTEXT
+            try:
+                for entry in self._models():
+                    if entry["id"] == self.model and isinstance(entry.get("max_model_len"), int):
+                        self._context = entry["max_model_len"]
+            except BackendError:
+                pass  # the default stands; generation will report the server's state
+        return self._context
+
+    def count_tokens(self, text: str) -> int:
+        if self._count is None:
+            self._count = self._choose_counter()
+        return self._count(text)
+
+    def _choose_counter(self) -> Callable[[str], int]:
+        if self._tokenizer_path is not None:
+            from tokenizers import Tokenizer
+
+            path = Path(self._tokenizer_path).expanduser()
+            file = path / "tokenizer.json" if path.is_dir() else path
+            try:
+                tokenizer = Tokenizer.from_file(str(file))
+            except Exception as error:  # tokenizers raises its own exception type
+                raise BackendError(f"cannot read the tokenizer {file}: {error}") from error
+            return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
+        server_root = self.root.removesuffix("/v1")
+
+        @lru_cache(maxsize=256)
+        def ask_server(text: str) -> int:
+            response = self._client.post(f"{server_root}/tokenize", json={"model": self.model, "prompt": text})
+            response.raise_for_status()
+            return int(response.json()["count"])
+
+        try:
+            ask_server("probe")
+        except (httpx.HTTPError, BackendError, ValueError, KeyError, TypeError):
+            return estimate_tokens
+        return ask_server
+
+    # --- HTTP with retries ------------------------------------------------------------
+
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, stream: bool = False,
+        cancel: CancelToken | None = None,
+    ) -> httpx.Response:
+        """Send, retrying transient failures; the response is open when ``stream``."""
+        url = self.root + path
+        problem = ""
+        attempts = self.retries + 1
+        for attempt in range(attempts):
+            delay = self.backoff * 2**attempt
+            try:
+                request = self._client.build_request(method, url, json=body)
+                response = self._client.send(request, stream=stream)
+            except httpx.TransportError as error:
+                problem = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            else:
+                if response.status_code < 400:
+                    return response
+                if stream:
+                    response.read()
+                if response.status_code not in RETRY_STATUSES:
+                    response.close()
+                    raise BackendError(
+                        f"the server at {url} refused the request (HTTP {response.status_code}): "
+                        f"{_error_message(response)}"
+                    )
+                problem = f"HTTP {response.status_code}: {_error_message(response)}"
+                retry_after = response.headers.get("retry-after", "")
+                if retry_after.replace(".", "", 1).isdigit():
+                    delay = min(float(retry_after), MAX_RETRY_AFTER)
+                response.close()
+            if attempt + 1 < attempts:
+                self._sleep(delay, cancel)
+        raise BackendError(
+            f"cannot reach the OpenAI-compatible server at {url} after {attempts} attempt"
+            f"{'s' if attempts > 1 else ''} ({problem}): check that the server is running and that the URL "
+            "in the backend string openai:URL#MODEL is right"
+        )
+
+    @staticmethod
+    def _sleep(seconds: float, cancel: CancelToken | None) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if cancel is not None and cancel.cancelled:
+                return
+            time.sleep(min(left, 0.05))
+
+    def _body(self, request: GenerationRequest, n: int, stream: bool) -> dict[str, Any]:
+        params = request.params
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt": request.prompt,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "n": n,
+            "stream": stream,
+        }
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if params.top_k:
+            body["top_k"] = params.top_k  # an extension vLLM, llama.cpp and serve-api accept
+        if request.suffix is not None and self.supports_fim:
+            body["suffix"] = request.suffix
+        return body
+
+    @contextmanager
+    def _events(self, request: GenerationRequest, n: int, cancel: CancelToken | None) -> Iterator[Iterator[dict]]:
+        """The server-sent events of a streamed completion, as parsed JSON objects."""
+        response = self._request("POST", "/completions", self._body(request, n, stream=True), stream=True, cancel=cancel)
+
+        def events() -> Iterator[dict]:
+            try:
+                for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        return
+                    event = json.loads(payload)
+                    if isinstance(event, dict) and "error" in event:
+                        error = event["error"]
+                        message = error.get("message", error) if isinstance(error, dict) else error
+                        raise BackendError(f"the server at {self.root} failed during generation: {message}")
+                    yield event
+            except httpx.TransportError as error:
+                raise BackendError(f"the connection to {self.root} broke during generation: {error}") from error
+            except json.JSONDecodeError as error:
+                raise BackendError(f"the server at {self.root} sent a malformed stream event: {error}") from error
+
+        try:
+            yield events()
+        finally:
+            response.close()  # disconnects: the server may stop generating
+
+    # --- Backend ------------------------------------------------------------------------
+
+    def generate(self, request: GenerationRequest, cancel: CancelToken | None = None) -> list[Completion]:
+        if cancel is None and request.finished is None:
+            return self._generate_whole(request)
+        samples = [TextSample(request.stop, request.finished) for _ in range(request.n)]
+        with self._events(request, request.n, cancel) as events:
+            for event in events:
+                for choice in event.get("choices", []):
+                    sample = samples[int(choice.get("index", 0)) % request.n]
+                    sample.add(choice.get("text") or "")
+                    if choice.get("finish_reason"):
+                        sample.finish(sample.text, str(choice["finish_reason"]))
+                if cancel is not None and cancel.cancelled:
+                    for sample in samples:
+                        sample.finish(sample.text, "cancelled")
+                if all(sample.done for sample in samples):
+                    break
+        return [sample.completion(self.count_tokens(sample.text)) for sample in samples]
+
+    def _generate_whole(self, request: GenerationRequest) -> list[Completion]:
+        response = self._request("POST", "/completions", self._body(request, request.n, stream=False))
+        try:
+            choices = sorted(response.json()["choices"], key=lambda c: int(c.get("index", 0)))
+        except (ValueError, KeyError, TypeError) as error:
+            raise BackendError(f"the server at {self.root} sent a malformed completion: {error}") from error
+        completions = []
+        for choice in choices[: request.n]:
+            text = str(choice.get("text") or "")
+            reason = str(choice.get("finish_reason") or "stop")
+            cut = first_stop(text, request.stop)  # in case the server ignored the stop strings
+            if cut is not None:
+                text, reason = text[:cut], "stop"
+            completions.append(Completion(text=text, finish_reason=reason, generated_tokens=self.count_tokens(text)))
+        return completions
+
+    def stream(self, request: GenerationRequest, cancel: CancelToken | None = None) -> Generator[str, None, Completion]:
+        if request.n != 1:
+            raise ValueError(f"stream() gives one sample: request.n must be 1, got {request.n}")
+        return self._stream(request, cancel)
+
+    def _stream(self, request: GenerationRequest, cancel: CancelToken | None) -> Generator[str, None, Completion]:
+        sample = TextSample(request.stop, request.finished)
+        with self._events(request, 1, cancel) as events:
+            for event in events:
+                for choice in event.get("choices", []):
+                    sample.add(choice.get("text") or "")
+                    if choice.get("finish_reason"):
+                        sample.finish(sample.text, str(choice["finish_reason"]))
+                if cancel is not None and cancel.cancelled:
+                    sample.finish(sample.text, "cancelled")
+                delta = sample.take_delta()
+                if delta:
+                    yield delta
+                if sample.done:
+                    break
+        sample.finish(sample.text, "stop")  # the stream ended without a finish reason
+        tail = sample.take_delta()
+        if tail:
+            yield tail
+        return sample.completion(self.count_tokens(sample.text))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+__all__ = ["OpenAIBackend", "api_root", "estimate_tokens"]

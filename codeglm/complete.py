@@ -1,0 +1,168 @@
+"""The completion pipeline: document + cursor -> context -> prompt -> backend -> text to show.
+
+``complete`` is what the language server and ``codeglm complete`` call. It is the only
+place with side effects (the backend call); the steps it chains are pure and tested on
+their own: ``context.extract_context``, ``prompts.build_prompt``,
+``postprocess.completion_site`` / ``make_finished_callback`` / ``postprocess``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from codeglm.backends.base import (
+    Backend,
+    CancelledError,
+    CancelToken,
+    GenerationRequest,
+    SamplingParams,
+)
+from codeglm.context import ContextCache, SourceDocument, extract_context
+from codeglm.languages import Language, UnsupportedLanguageError, get_language, language_for_path
+from codeglm.postprocess import completion_site, make_finished_callback, postprocess
+from codeglm.prompts import build_prompt
+
+__all__ = [
+    "CompletionRequest",
+    "CompletionResult",
+    "ContextCache",
+    "OpenDocument",
+    "complete",
+]
+
+
+@dataclass(frozen=True)
+class OpenDocument:
+    """Another document open in the editor (its definitions may be used at the cursor)."""
+
+    path: str
+    language_id: str
+    text: str
+    version: int | None = None
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """A completion at (``line``, ``character``): 0-based, character in Python str indices.
+
+    ``multiline``: None lets the cursor position decide; True/False forces the mode.
+    ``version`` and ``document_key`` (e.g. the document URI) let a ``ContextCache`` reuse
+    and incrementally update the document's parse tree between requests.
+    """
+
+    text: str
+    line: int
+    character: int
+    language_id: str
+    path: str | None = None
+    open_documents: tuple[OpenDocument, ...] = ()
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    multiline: bool | None = None
+    version: int | None = None
+    document_key: str | None = None
+
+
+@dataclass(frozen=True)
+class CompletionResult:
+    """Text to insert at the cursor.
+
+    The insertion replaces the cursor's line from ``character`` to
+    ``replace_end_character`` (equal to ``character`` when it only inserts; larger when
+    the completion re-supplies characters the editor auto-closed, e.g. ``}``).
+    Line endings follow the document's.
+    """
+
+    text: str
+    multiline: bool
+    prompt_tokens: int
+    generated_tokens: int
+    line: int
+    character: int
+    replace_end_character: int
+    finish_reason: str
+    raw_text: str
+    latency_ms: float
+
+
+def _language_of(language_id: str, path: str | None) -> Language:
+    try:
+        return get_language(language_id)
+    except UnsupportedLanguageError:
+        by_path = language_for_path(path) if path else None
+        if by_path is None:
+            raise
+        return by_path
+
+
+def _open_documents(request: CompletionRequest) -> list[SourceDocument]:
+    documents = []
+    for other in request.open_documents:
+        try:
+            language = _language_of(other.language_id, other.path)
+        except UnsupportedLanguageError:
+            continue  # a Markdown or JSON file open beside the code: nothing to parse
+        documents.append(SourceDocument(other.path, language, other.text.replace("\r\n", "\n"), other.version))
+    return documents
+
+
+def complete(
+    request: CompletionRequest,
+    backend: Backend,
+    cancel: CancelToken | None = None,
+    cache: ContextCache | None = None,
+) -> CompletionResult | None:
+    """The completion at the request's cursor, or None when there is nothing useful to show.
+
+    Raises ``UnsupportedLanguageError`` for a language outside the table and
+    ``BackendError`` when the backend fails; a cancelled request returns None.
+    """
+    started = time.perf_counter()
+    language = _language_of(request.language_id, request.path)
+    line_ending = "\r\n" if "\r\n" in request.text else "\n"
+    document = SourceDocument(
+        request.path, language, request.text.replace("\r\n", "\n"), request.version, request.document_key
+    )
+    context = extract_context(document, request.line, request.character, _open_documents(request), cache)
+    site = completion_site(language, context.prefix, context.suffix, request.multiline)
+    prompt = build_prompt(
+        context,
+        backend.count_tokens,
+        backend.context_length,
+        request.max_new_tokens,
+        fim=backend.supports_fim,
+    )
+    generation = GenerationRequest(
+        prompt=prompt.text,
+        params=SamplingParams(
+            max_new_tokens=request.max_new_tokens, temperature=request.temperature, top_p=request.top_p
+        ),
+        suffix=prompt.suffix,
+        finished=make_finished_callback(site),
+    )
+    if cancel is not None and cancel.cancelled:
+        return None
+    try:
+        completion = backend.generate(generation, cancel)[0]
+    except CancelledError:
+        return None
+    if completion.finish_reason == "cancelled":
+        return None
+    processed = postprocess(site, completion.text, truncated=completion.finish_reason == "length")
+    if processed is None:
+        return None
+    return CompletionResult(
+        text=processed.text.replace("\n", line_ending),
+        multiline=processed.multiline,
+        prompt_tokens=prompt.tokens,
+        generated_tokens=completion.generated_tokens,
+        line=request.line,
+        character=len(site.line_prefix),
+        replace_end_character=len(site.line_prefix) + processed.replace_suffix_chars,
+        finish_reason=completion.finish_reason,
+        raw_text=completion.text,
+        latency_ms=(time.perf_counter() - started) * 1000.0,
+    )
+

@@ -1,0 +1,92 @@
+"""``codeglm complete FILE --line L --col C``: print the completion at a position.
+
+Line and column are 0-based, as in LSP (column in characters of the line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from codeglm.backends import BACKEND_ENV, BackendError, load_backend
+from codeglm.complete import CompletionRequest, OpenDocument, complete
+from codeglm.languages import UnsupportedLanguageError, get_language, language_for_path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="the source file")
+    parser.add_argument("--line", type=int, required=True, help="0-based line of the cursor")
+    parser.add_argument("--col", type=int, required=True, help="0-based column (character) of the cursor")
+    parser.add_argument(
+        "--backend",
+        default=None,
+        help=f"backend spec, e.g. native:MODEL_DIR, hf:MODEL_DIR, openai:URL#MODEL "
+        f"(default: ${BACKEND_ENV} or the default model)",
+    )
+    parser.add_argument("--open", action="append", default=[], type=Path, metavar="OTHER_FILE",
+                        help="another open document to draw definitions from (repeatable)")
+    parser.add_argument("--language", help="language id (default: from the file extension)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SystemExit(f"codeglm complete: cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    text = _read(args.file)
+    try:
+        language = get_language(args.language) if args.language else language_for_path(args.file)
+    except UnsupportedLanguageError as exc:
+        print(f"codeglm complete: {exc}", file=sys.stderr)
+        return 2
+    if language is None:
+        print(f"codeglm complete: cannot tell the language of {args.file}; pass --language", file=sys.stderr)
+        return 2
+    others = []
+    for other in args.open:
+        other_language = language_for_path(other)
+        if other_language is not None:
+            others.append(OpenDocument(str(other), other_language.id, _read(other)))
+    request = CompletionRequest(
+        text=text,
+        line=args.line,
+        character=args.col,
+        language_id=language.id,
+        path=str(args.file),
+        open_documents=tuple(others),
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+    )
+    try:
+        backend = load_backend(args.backend)
+        try:
+            result = complete(request, backend)
+        finally:
+            backend.close()
+    except (BackendError, ValueError) as exc:
+        print(f"codeglm complete: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        payload = None if result is None else {
+            "text": result.text,
+            "multiline": result.multiline,
+            "line": result.line,
+            "character": result.character,
+            "replace_end_character": result.replace_end_character,
+            "prompt_tokens": result.prompt_tokens,
+            "generated_tokens": result.generated_tokens,
+            "finish_reason": result.finish_reason,
+            "latency_ms": round(result.latency_ms, 1),
+        }
+        print(json.dumps(payload))
+    elif result is not None:
+        sys.stdout.write(result.text + "\n")
+    return 0

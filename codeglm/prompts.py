@@ -1,0 +1,235 @@
+"""Prompts for completion: CodeGeeX layout, fitted into the model's token budget.
+
+Layout (non-FIM)::
+
+    # language: Python            <- the CodeGeeX language tag
+    # path: src/app/main.py       <- the file's path
+    # Compare this snippet from src/app/util.py:
+    # def helper(a, b): ...       <- ranked context snippets, as comments
+    <prefix>                      <- the document up to the cursor
+
+With fill-in-the-middle the same text is the prompt and the text after the cursor
+goes into ``GenerationRequest.suffix``; the backend lays out its own FIM tokens.
+
+Everything is counted with the backend's tokenizer and must fit in
+``context_length - max_new_tokens``: the least relevant snippets are dropped first,
+then the prefix is trimmed from the top at a line boundary. Token counts of pieces do
+not add up exactly under BPE, so every decision is checked on the assembled text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from codeglm.context import CompletionContext, Snippet
+
+TokenCounter = Callable[[str], int]
+
+# With FIM, the suffix may take at most this share of the budget.
+FIM_SUFFIX_SHARE = 0.25
+
+
+class PromptBudgetError(ValueError):
+    """The model's context cannot hold a prompt and the requested completion."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt that fits.
+
+    ``prefix_start``: index into ``context.prefix`` where the kept prefix begins.
+    ``tokens``: tokens of ``text`` plus, with FIM, of ``suffix``; never above ``budget``.
+    """
+
+    text: str
+    suffix: str | None
+    tokens: int
+    budget: int
+    snippets: tuple[Snippet, ...]
+    prefix_start: int
+
+
+def snippet_comment(context: CompletionContext, snippet: Snippet) -> str:
+    """A snippet rendered as comments in the document's language."""
+    if snippet.kind == "imports":
+        title = "Imports of this file:"
+    elif snippet.kind == "scope":
+        title = "Inside:"
+    elif snippet.path is not None and snippet.path != context.path:
+        title = f"Compare this snippet from {snippet.path}:"
+    else:
+        title = "Defined in this file:"
+    return context.language.comment(f"{title}\n{snippet.text}")
+
+
+def _normalized(text: str) -> str:
+    return "\n".join(line.strip() for line in text.split("\n") if line.strip())
+
+
+def _already_in(snippet: Snippet, prefix: str) -> bool:
+    return _normalized(snippet.text) in _normalized(prefix)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    tag: bool
+    path: bool
+    snippets: tuple[Snippet, ...]
+    prefix_start: int
+    suffix_end: int
+
+
+class _Assembler:
+    def __init__(self, context: CompletionContext, count: TokenCounter, fim: bool) -> None:
+        self.context = context
+        self.count = count
+        self.fim = fim
+        self.rendered = {s: snippet_comment(context, s) for s in context.snippets()}
+
+    def text(self, layout: _Layout) -> str:
+        language = self.context.language
+        parts: list[str] = []
+        if layout.tag:
+            parts.append(language.codegeex_tag + "\n")
+        if layout.path and self.context.path:
+            parts.append(language.comment(f"path: {self.context.path}"))
+        parts.extend(self.rendered[s] for s in layout.snippets)
+        parts.append(self.context.prefix[layout.prefix_start :])
+        return "".join(parts)
+
+    def suffix(self, layout: _Layout) -> str | None:
+        return self.context.suffix[: layout.suffix_end] if self.fim else None
+
+    def cost(self, layout: _Layout) -> int:
+        suffix = self.suffix(layout)
+        return self.count(self.text(layout)) + (self.count(suffix) if suffix else 0)
+
+
+def _line_starts(text: str) -> list[int]:
+    starts = [0]
+    index = text.find("\n")
+    while index >= 0:
+        if index + 1 < len(text):
+            starts.append(index + 1)
+        index = text.find("\n", index + 1)
+    return starts
+
+
+def _smallest_fitting(candidates: Sequence[int], fits: Callable[[int], bool]) -> int | None:
+    """The first candidate (ascending, fits() assumed monotone) that fits, or None."""
+    lo, hi = 0, len(candidates)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(candidates[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return candidates[lo] if lo < len(candidates) else None
+
+
+def build_prompt(
+    context: CompletionContext,
+    count_tokens: TokenCounter,
+    context_length: int,
+    max_new_tokens: int,
+    fim: bool = False,
+) -> Prompt:
+    """The prompt for ``context`` within ``context_length - max_new_tokens`` tokens."""
+    budget = context_length - max_new_tokens
+    if budget <= 0:
+        raise PromptBudgetError(
+            f"the model's context ({context_length} tokens) leaves no room for a prompt with "
+            f"{max_new_tokens} new tokens; lower max_new_tokens"
+        )
+    asm = _Assembler(context, count_tokens, fim)
+    prefix, suffix = context.prefix, context.suffix
+    candidates = tuple(s for s in context.snippets() if not _already_in(s, prefix))
+    base = _Layout(True, True, (), 0, len(suffix) if fim else 0)
+
+    if fim:
+        # Keep the suffix's first lines (closest to the cursor) within its share.
+        share = max(1, int(budget * FIM_SUFFIX_SHARE))
+        ends = [*(i - 1 for i in _line_starts(suffix)[1:]), len(suffix)]
+        ends = [e for e in ends if e > 0] or [0]
+        best = 0
+        for end in ends:
+            if count_tokens(suffix[:end]) > share:
+                break
+            best = end
+        base = _Layout(True, True, (), 0, best)
+
+    def with_snippets(k: int) -> _Layout:
+        return _Layout(base.tag, base.path, candidates[:k], 0, base.suffix_end)
+
+    # 1. As many snippets as fit with the whole prefix (least relevant dropped first).
+    k = _smallest_fitting(
+        list(range(len(candidates), -1, -1)), lambda n: asm.cost(with_snippets(n)) <= budget
+    )
+    if k is not None:
+        layout = with_snippets(k)
+    else:
+        # 2. No snippets; trim the prefix from the top at a line boundary.
+        starts = _line_starts(prefix)
+        start = _smallest_fitting(
+            starts, lambda s: asm.cost(_Layout(base.tag, base.path, (), s, base.suffix_end)) <= budget
+        )
+        if start is None:
+            # 3. Even the cursor's line is too long: cut it by characters, then drop the header.
+            layout = _character_fallback(asm, base, budget, starts[-1] if starts else 0)
+        else:
+            layout = _Layout(base.tag, base.path, (), start, base.suffix_end)
+
+    layout = _guarantee(asm, layout, budget)
+    kept = prefix[layout.prefix_start :]
+    snippets = tuple(s for s in layout.snippets if not _already_in(s, kept))
+    if snippets != layout.snippets:
+        smaller = _Layout(layout.tag, layout.path, snippets, layout.prefix_start, layout.suffix_end)
+        if asm.cost(smaller) <= budget:
+            layout = smaller
+    return Prompt(
+        text=asm.text(layout),
+        suffix=asm.suffix(layout),
+        tokens=asm.cost(layout),
+        budget=budget,
+        snippets=layout.snippets,
+        prefix_start=layout.prefix_start,
+    )
+
+
+def _character_fallback(asm: _Assembler, base: _Layout, budget: int, last_line: int) -> _Layout:
+    prefix_len = len(asm.context.prefix)
+    for tag, path, suffix_end in (
+        (base.tag, base.path, base.suffix_end),
+        (base.tag, False, base.suffix_end),
+        (False, False, base.suffix_end),
+        (False, False, 0),
+    ):
+        start = _smallest_fitting(
+            list(range(last_line, prefix_len + 1)),
+            lambda s, t=tag, p=path, e=suffix_end: asm.cost(_Layout(t, p, (), s, e)) <= budget,
+        )
+        if start is not None:
+            return _Layout(tag, path, (), start, suffix_end)
+    return _Layout(False, False, (), prefix_len, 0)
+
+
+def _guarantee(asm: _Assembler, layout: _Layout, budget: int) -> _Layout:
+    """Binary searches assume monotone counts; BPE is only nearly so. Step until it fits."""
+    prefix_len = len(asm.context.prefix)
+    while asm.cost(layout) > budget:
+        if layout.snippets:
+            layout = _Layout(layout.tag, layout.path, layout.snippets[:-1], layout.prefix_start, layout.suffix_end)
+        elif layout.prefix_start < prefix_len:
+            next_line = asm.context.prefix.find("\n", layout.prefix_start) + 1
+            start = next_line if 0 < next_line < prefix_len else layout.prefix_start + 1
+            layout = _Layout(layout.tag, layout.path, (), start, layout.suffix_end)
+        elif layout.suffix_end:
+            layout = _Layout(layout.tag, layout.path, (), prefix_len, 0)
+        elif layout.path:
+            layout = _Layout(layout.tag, False, (), prefix_len, 0)
+        elif layout.tag:
+            layout = _Layout(False, False, (), prefix_len, 0)
+        else:
+            break  # the empty prompt: zero tokens for any sane tokenizer
+    return layout

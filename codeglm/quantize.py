@@ -1,0 +1,212 @@
+"""Int8 weight quantization of the linear layers, one scale per output channel.
+
+Each weight row ``w`` is stored as ``round(w / s)`` in int8 with ``s = max|w| / 127``:
+a quarter of fp32's bytes, which is what a memory-bound decode step moves.
+
+Two kernels compute ``x @ W^T + b`` from that:
+
+- ``fbgemm`` (CPU): torch's packed int8 GEMM (``quantized::linear_dynamic``). It also
+  quantizes the activations, per call, to 7-bit unsigned integers with one scale per
+  tensor; the weights are exactly the per-channel int8 ones above. Used for inputs of
+  at most ``FBGEMM_MAX_ROWS`` rows (decode steps); larger inputs (prefill) use
+  ``dequant``.
+- ``dequant`` (any device, the GPU path): the int8 weight is converted to the
+  activation dtype inside the matmul and the per-channel scale applied to the output -
+  weight-only, activations untouched.
+
+``measure_int8_effect`` reports what quantization costs in logits and greedy choices.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+KERNELS = ("auto", "fbgemm", "dequant")
+# fbgemm quantizes all rows of an input with one activation scale, so a long prompt's
+# outlier tokens would cost every token precision. Inputs of more rows than this (a
+# prefill; compute-bound anyway) take the weight-only path; decode steps take fbgemm.
+FBGEMM_MAX_ROWS = 16
+
+
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel symmetric int8: (int8 weight (out, in), fp32 scales (out,))."""
+    w = weight.detach().float()
+    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+    q = torch.round(w / scales.unsqueeze(1)).clamp(-127, 127).to(torch.int8)
+    return q, scales
+
+
+def fbgemm_available() -> bool:
+    return any(e in torch.backends.quantized.supported_engines for e in ("fbgemm", "x86"))
+
+
+class Int8Linear(nn.Module):
+    """A linear layer whose weight is int8 rows with one scale per output channel."""
+
+    def __init__(
+        self, weight_int8: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None, kernel: str
+    ) -> None:
+        super().__init__()
+        if kernel not in ("fbgemm", "dequant"):
+            raise ValueError(f"unknown int8 kernel {kernel!r}: choose fbgemm or dequant")
+        if kernel == "fbgemm" and (weight_int8.device.type != "cpu" or not fbgemm_available()):
+            raise ValueError("the fbgemm int8 kernel runs on the CPU only (x86): use kernel='dequant'")
+        self.in_features = weight_int8.shape[1]
+        self.out_features = weight_int8.shape[0]
+        self.kernel = kernel
+        self.register_buffer("weight_int8", weight_int8)
+        self.register_buffer("scales", scales)
+        self.register_buffer("bias", bias)
+        self._packed: object | None = None
+        if kernel == "fbgemm":
+            with warnings.catch_warnings():
+                # torch marks quantized tensor types deprecated; fbgemm's packing still takes one.
+                warnings.simplefilter("ignore", UserWarning)
+                qweight = torch._make_per_channel_quantized_tensor(
+                    weight_int8, scales.double(), torch.zeros_like(scales, dtype=torch.long), 0
+                )
+            fp_bias = None if bias is None else bias.float()
+            self._packed = torch.ops.quantized.linear_prepack(qweight, fp_bias)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, kernel: str) -> Int8Linear:
+        q, scales = quantize_rows(linear.weight)
+        bias = None if linear.bias is None else linear.bias.detach().clone()
+        if kernel == "dequant":
+            scales = scales.to(linear.weight.dtype)
+        return cls(q, scales, bias, kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // self.in_features
+        if self._packed is not None and rows <= FBGEMM_MAX_ROWS:
+            flat = x.reshape(-1, self.in_features)
+            # reduce_range=True: 7-bit activations, so fbgemm's int16 pair sums cannot saturate.
+            y = torch.ops.quantized.linear_dynamic(flat.float(), self._packed, True)
+            return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+        y = F.linear(x, self.weight_int8.to(x.dtype)) * self.scales.to(x.dtype)
+        return y if self.bias is None else y + self.bias.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, kernel={self.kernel}"
+
+
+def choose_kernel(kernel: str, device: torch.device) -> str:
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown int8 kernel {kernel!r}: choose one of {', '.join(KERNELS)}")
+    if kernel != "auto":
+        return kernel
+    return "fbgemm" if device.type == "cpu" and fbgemm_available() else "dequant"
+
+
+def quantize_int8(model: nn.Module, kernel: str = "auto", include_lm_head: bool = True) -> nn.Module:
+    """Replace the model's linear layers by ``Int8Linear`` in place; returns the model.
+
+    The token embedding stays in floating point; the output projection tied to it gets
+    its own int8 copy (``include_lm_head``), since it is read every decode step.
+    """
+    device = next(model.parameters()).device
+    chosen = choose_kernel(kernel, device)
+    targets = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, nn.Linear) and (include_lm_head or name != "lm_head")
+    ]
+    for parent, name, child in targets:
+        setattr(parent, name, Int8Linear.from_linear(child, chosen))
+    return model
+
+
+def linear_bytes(model: nn.Module) -> int:
+    """Bytes of the weights a decode step reads in linear layers (fp or int8)."""
+    total = 0
+    for module in model.modules():
+        if isinstance(module, Int8Linear):
+            total += module.weight_int8.numel() + module.scales.numel() * module.scales.element_size()
+        elif isinstance(module, nn.Linear):
+            total += module.weight.numel() * module.weight.element_size()
+        else:
+            continue
+        bias = module.bias
+        if bias is not None:
+            total += bias.numel() * bias.element_size()
+    return total
+
+
+@dataclass(frozen=True)
+class QuantizationEffect:
+    """Int8 against floating point, both fed the same tokens as a generation would be."""
+
+    positions: int  # next-token predictions compared
+    max_logit_diff: float  # max |logit_int8 - logit_fp| over all positions and tokens
+    mean_logit_diff: float
+    max_abs_logit: float  # the scale the differences are relative to
+    greedy_agreement: float  # share of positions where both pick the same token
+
+
+@torch.inference_mode()
+def generation_logits(model: nn.Module, prompt: Sequence[int], continuation: Sequence[int]) -> torch.Tensor:
+    """Next-token logits as generation computes them: the prompt in one pass, then the
+    continuation one token per step through the KV cache. (1 + len(continuation), V)"""
+    device = next(model.parameters()).device
+    out = model(torch.tensor([list(prompt)], device=device), use_cache=True, logits_to_keep=1)
+    logits = [out.logits[0, -1]]
+    cache = out.past_key_values
+    for token in continuation:
+        out = model(torch.tensor([[token]], device=device), past_key_values=cache, use_cache=True)
+        cache = out.past_key_values
+        logits.append(out.logits[0, -1])
+    return torch.stack(logits).float()
+
+
+@torch.inference_mode()
+def greedy_continuation(model: nn.Module, prompt: Sequence[int], tokens: int) -> list[int]:
+    device = next(model.parameters()).device
+    out = model.generate(torch.tensor([list(prompt)], device=device), max_new_tokens=tokens,
+                         min_new_tokens=tokens, do_sample=False)
+    return out[0, len(prompt):].tolist()
+
+
+def measure_int8_effect(
+    reference: nn.Module, quantized: nn.Module, prompts: Sequence[Sequence[int]], new_tokens: int = 16
+) -> QuantizationEffect:
+    """Compare the models on each prompt and the reference's greedy continuation of it.
+
+    Both models see the same tokens (teacher forcing), the prompt as a prefill and the
+    ``new_tokens`` continuation as decode steps, so each kernel path is measured where
+    generation uses it.
+    """
+    positions = agree = 0
+    max_diff = sum_diff = max_abs = 0.0
+    for prompt in prompts:
+        continuation = greedy_continuation(reference, prompt, new_tokens)
+        ref = generation_logits(reference, prompt, continuation[:-1])
+        got = generation_logits(quantized, prompt, continuation[:-1])
+        diff = (got - ref).abs()
+        positions += ref.shape[0]
+        agree += int((ref.argmax(-1) == got.argmax(-1)).sum())
+        max_diff = max(max_diff, float(diff.max()))
+        sum_diff += float(diff.mean()) * ref.shape[0]
+        max_abs = max(max_abs, float(ref.abs().max()))
+    if positions == 0:
+        raise ValueError("no prompts to compare: give at least one non-empty prompt")
+    return QuantizationEffect(positions, max_diff, sum_diff / positions, max_abs, agree / positions)
+
+
+__all__ = [
+    "Int8Linear",
+    "QuantizationEffect",
+    "choose_kernel",
+    "generation_logits",
+    "greedy_continuation",
+    "linear_bytes",
+    "measure_int8_effect",
+    "quantize_int8",
+    "quantize_rows",
+]

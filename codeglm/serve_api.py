@@ -1,0 +1,431 @@
+"""``codeglm serve-api``: an OpenAI-compatible completions API in front of any backend.
+
+Endpoints: ``GET /v1/models``, ``POST /v1/completions`` (``prompt`` as a string or a
+list of strings, ``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``n``,
+``stop``, ``stream``, ``seed``, ``suffix``), ``POST /tokenize`` (vLLM's shape: token
+ids and their count), ``GET /stats`` (batching and streaming counters) and
+``GET /health``.
+
+Concurrency: non-streaming requests go to a ``BatchScheduler`` that gathers the ones
+arriving together and generates each group of compatible requests in one backend
+call (see ``codeglm.backends.batching``). Streaming requests each run on their own
+worker thread; the native engine serialises them with the batches on its lock. When
+a client disconnects its generation is cancelled: a stream at once, a batched request
+when everyone in its batch has gone. Bad requests get 400 (wrong field types or
+values, a prompt longer than the context, ``n`` too large) or 422 (a body that is not
+a JSON object), with an OpenAI-style ``{"error": {"message": ...}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+from codeglm.backends.base import (
+    Backend,
+    BackendError,
+    CancelToken,
+    Completion,
+    GenerationRequest,
+    SamplingParams,
+)
+from codeglm.backends.batching import BatchScheduler
+from codeglm.backends.worker_stream import drain
+
+StrictNonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
+StrictPositiveInt = Annotated[int, Field(strict=True, ge=1)]
+# What each field must be, for error messages (pydantic's own are per union member).
+FIELD_HELP = {
+    "model": "a string",
+    "prompt": "a string or a list of strings",
+    "max_tokens": "an integer >= 0",
+    "temperature": "a number >= 0",
+    "top_p": "a number in (0, 1]",
+    "top_k": "an integer >= 0",
+    "n": "an integer >= 1",
+    "stop": "a string, a list of strings or null",
+    "stream": "true or false",
+    "seed": "an integer or null",
+    "suffix": "a string or null",
+    "echo": "false",
+    "best_of": "null or equal to n",
+    "logprobs": "null",
+}
+
+
+class CompletionBody(BaseModel):
+    """The fields of an OpenAI completions request this server understands."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: StrictStr | None = None
+    prompt: StrictStr | list[StrictStr]
+    max_tokens: StrictNonNegativeInt = 16
+    temperature: Annotated[float, Field(strict=True, ge=0)] = 1.0
+    top_p: Annotated[float, Field(strict=True, gt=0, le=1)] = 1.0
+    top_k: StrictNonNegativeInt = 0
+    n: StrictPositiveInt = 1
+    stop: StrictStr | list[StrictStr] | None = None
+    stream: StrictBool = False
+    seed: Annotated[int, Field(strict=True)] | None = None
+    suffix: StrictStr | None = None
+    echo: StrictBool = False
+    best_of: StrictPositiveInt | None = None
+    logprobs: None = None
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    model_name: str = "codeglm"
+    max_n: int = 16  # samples per prompt
+    max_choices: int = 64  # prompts x n per request
+    batch_window: float = 0.01  # seconds the batcher waits for more requests
+    max_batch_requests: int = 8
+
+
+class BadRequest(ValueError):
+    """A request this server will not run; the message is for the client."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass
+class StreamStats:
+    started: int = 0
+    finished: int = 0
+    cancelled: int = 0  # ended because the client went away
+    cancelled_generated_tokens: list[int] = field(default_factory=list)  # how far those got
+    active: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "started": self.started,
+                "finished": self.finished,
+                "cancelled": self.cancelled,
+                "cancelled_generated_tokens": list(self.cancelled_generated_tokens[-20:]),
+                "active": self.active,
+            }
+
+
+@dataclass(frozen=True)
+class CompletionPlan:
+    """A checked request: one ``GenerationRequest`` per prompt, and its prompt token counts."""
+
+    requests: tuple[GenerationRequest, ...]
+    prompt_tokens: tuple[int, ...]
+    n: int
+
+    def single_samples(self) -> list[tuple[int, GenerationRequest]]:
+        """(choice index, one-sample request) for each choice, in OpenAI's order."""
+        out = []
+        for p, request in enumerate(self.requests):
+            for k in range(self.n):
+                params = request.params
+                if params.seed is not None:
+                    params = dataclasses.replace(params, seed=params.seed + k)  # distinct samples
+                out.append((p * self.n + k, dataclasses.replace(request, n=1, params=params)))
+        return out
+
+
+def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
+
+
+def plan_completion(body: CompletionBody, backend: Backend, settings: ServerSettings) -> CompletionPlan:
+    """Check a request against the server's limits and the model's context."""
+    if body.echo:
+        raise BadRequest("echo is not supported", "echo")
+    if body.best_of is not None and body.best_of != body.n:
+        raise BadRequest("best_of is not supported (leave it out or set it equal to n)", "best_of")
+    prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
+    if not prompts:
+        raise BadRequest("prompt is an empty list: give at least one prompt", "prompt")
+    if body.n > settings.max_n:
+        raise BadRequest(f"n = {body.n} is too large: this server gives at most {settings.max_n} samples", "n")
+    if len(prompts) * body.n > settings.max_choices:
+        raise BadRequest(
+            f"{len(prompts)} prompts x n = {body.n} asks for {len(prompts) * body.n} completions; "
+            f"this server gives at most {settings.max_choices} per request",
+            "n",
+        )
+    if body.suffix is not None and not backend.supports_fim:
+        raise BadRequest("this model has no fill-in-the-middle: leave out suffix", "suffix")
+    try:
+        params = SamplingParams(
+            max_new_tokens=body.max_tokens, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
+            seed=body.seed,
+        )
+    except ValueError as error:
+        raise BadRequest(str(error)) from None
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    counts = []
+    for i, prompt in enumerate(prompts):
+        tokens = backend.count_tokens(prompt)
+        where = "prompt" if len(prompts) == 1 else f"prompt {i}"
+        if tokens == 0:
+            raise BadRequest(f"{where} is empty: give at least one token of text to continue", "prompt")
+        if tokens >= backend.context_length:
+            raise BadRequest(
+                f"{where} has {tokens} tokens but the model's context is {backend.context_length} tokens "
+                "(prompt and completion together): shorten it",
+                "prompt",
+            )
+        counts.append(tokens)
+    requests = tuple(
+        GenerationRequest(prompt=p, params=params, n=body.n, stop=stop, suffix=body.suffix) for p in prompts
+    )
+    return CompletionPlan(requests=requests, prompt_tokens=tuple(counts), n=body.n)
+
+
+def _describe_validation_errors(errors: Sequence[Any]) -> tuple[int, str, str | None]:
+    """(status, message, first bad field) for pydantic's errors about a request body."""
+    fields: dict[str, str] = {}
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        if error.get("type") == "json_invalid" or loc in (("body",), ()):
+            return 422, f"the request body is not a JSON object: {error.get('msg', 'malformed')}", None
+        name = str(loc[1]) if len(loc) > 1 else "body"
+        if name in fields:
+            continue
+        if error.get("type") == "missing":
+            fields[name] = f"{name} is required ({FIELD_HELP.get(name, 'see the OpenAI completions API')})"
+        else:
+            given = json.dumps(error.get("input"), default=str)
+            if len(given) > 60:
+                given = given[:57] + "..."
+            fields[name] = f"{name} must be {FIELD_HELP.get(name, 'valid')}, got {given}"
+    return 400, "; ".join(fields.values()), next(iter(fields), None)
+
+
+def served_model_name(backend: Backend) -> str:
+    target = backend.name.split(":", 1)[-1].split("?", 1)[0].split("#")[-1].rstrip("/")
+    return target.rsplit("/", 1)[-1] or "codeglm"
+
+
+def _completion_response(
+    plan: CompletionPlan, results: Sequence[Sequence[Completion]], model: str
+) -> dict[str, Any]:
+    choices = []
+    for p, completions in enumerate(results):
+        for k, completion in enumerate(completions):
+            choices.append(
+                {"index": p * plan.n + k, "text": completion.text, "logprobs": None,
+                 "finish_reason": completion.finish_reason}
+            )
+    generated = sum(c.generated_tokens for completions in results for c in completions)
+    prompt_tokens = sum(plan.prompt_tokens)
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": generated, "total_tokens": prompt_tokens + generated},
+    }
+
+
+def create_app(backend: Backend, settings: ServerSettings | None = None) -> FastAPI:
+    """The API app over ``backend`` (which it closes on shutdown)."""
+    settings = settings or ServerSettings(model_name=served_model_name(backend))
+    scheduler = BatchScheduler(backend, window=settings.batch_window, max_requests=settings.max_batch_requests)
+    streams = StreamStats()
+    started = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(scheduler.close)
+        backend.close()
+
+    app = FastAPI(title="codeglm serve-api", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
+        status, message, param = _describe_validation_errors(error.errors())
+        return JSONResponse(error_body(message, param=param), status_code=status)
+
+    @app.exception_handler(BadRequest)
+    async def on_bad_request(request: Request, error: BadRequest) -> JSONResponse:
+        return JSONResponse(error_body(str(error), param=error.param), status_code=400)
+
+    @app.exception_handler(BackendError)
+    async def on_backend_error(request: Request, error: BackendError) -> JSONResponse:
+        return JSONResponse(error_body(str(error), kind="server_error"), status_code=503)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
+        message = f"internal error: {type(error).__name__}: {error}"
+        return JSONResponse(error_body(message, kind="server_error"), status_code=500)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        entry = {"id": settings.model_name, "object": "model", "created": started, "owned_by": "codeglm",
+                 "max_model_len": backend.context_length}
+        return {"object": "list", "data": [entry]}
+
+    @app.get("/stats")
+    async def stats() -> dict[str, Any]:
+        return {"batching": scheduler.stats.snapshot(), "streams": streams.snapshot()}
+
+    @app.post("/tokenize")
+    async def tokenize(body: dict[str, Any]) -> dict[str, Any]:
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise BadRequest("prompt must be a string", "prompt")
+        count = await run_in_threadpool(backend.count_tokens, prompt)
+        return {"count": count, "max_model_len": backend.context_length}
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionBody, request: Request) -> JSONResponse | StreamingResponse:
+        plan = await run_in_threadpool(plan_completion, body, backend, settings)
+        if body.stream:
+            return StreamingResponse(
+                _stream_events(plan, backend, settings.model_name, streams), media_type="text/event-stream"
+            )
+        tokens = [CancelToken() for _ in plan.requests]
+        futures = [asyncio.wrap_future(scheduler.submit(r, t)) for r, t in zip(plan.requests, tokens, strict=True)]
+        pending = set(futures)
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=0.2)
+            if pending and await request.is_disconnected():
+                for token in tokens:
+                    token.cancel()
+                await asyncio.wait(pending)  # let the batch see the cancel; nobody reads the answer
+                return JSONResponse(error_body("client disconnected"), status_code=499)
+        results = [future.result() for future in futures]
+        return JSONResponse(_completion_response(plan, results, settings.model_name))
+
+    return app
+
+
+def _chunk(completion_id: str, model: str, index: int, text: str, finish_reason: str | None) -> str:
+    event = {
+        "id": completion_id, "object": "text_completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    return f"data: {json.dumps(event)}\n\n"
+
+
+async def _stream_events(plan: CompletionPlan, backend: Backend, model: str, stats: StreamStats) -> AsyncIterator[str]:
+    """Server-sent events of a streamed completion; leaving early cancels the generation."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[tuple[str, int, str]] = asyncio.Queue()
+    cancel = CancelToken()
+
+    def put(kind: str, index: int = 0, text: str = "") -> None:
+        try:
+            loop.call_soon_threadsafe(events.put_nowait, (kind, index, text))
+        except RuntimeError:  # the event loop is gone: nobody is listening
+            cancel.cancel()
+
+    def work() -> None:
+        with stats.lock:
+            stats.started += 1
+            stats.active += 1
+        try:
+            for index, request in plan.single_samples():
+                if cancel.cancelled:
+                    break
+                stream = backend.stream(request, cancel)
+                _, completion = drain(stream, lambda delta, i=index: put("delta", i, delta))
+                reason = completion.finish_reason if completion else ("cancelled" if cancel.cancelled else "stop")
+                if reason == "cancelled":
+                    with stats.lock:
+                        stats.cancelled += 1
+                        stats.cancelled_generated_tokens.append(completion.generated_tokens if completion else -1)
+                    break
+                put("end", index, reason)
+        except Exception as error:  # reported in the stream: the headers are already sent
+            put("error", 0, str(error) if isinstance(error, BackendError) else f"{type(error).__name__}: {error}")
+        finally:
+            with stats.lock:
+                stats.active -= 1
+                stats.finished += 1
+            put("done")
+
+    completion_id = f"cmpl-{uuid.uuid4().hex}"
+    threading.Thread(target=work, name="codeglm-api-stream", daemon=True).start()
+    try:
+        while True:
+            kind, index, text = await events.get()
+            if kind == "delta":
+                yield _chunk(completion_id, model, index, text, None)
+            elif kind == "end":
+                yield _chunk(completion_id, model, index, "", text)
+            elif kind == "error":
+                yield f"data: {json.dumps(error_body(text, kind='server_error'))}\n\n"
+            else:
+                break
+        yield "data: [DONE]\n\n"
+    finally:
+        cancel.cancel()  # a no-op after a full stream; stops generation if the client left
+
+
+# --- the command ---------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default=None, help="backend string, e.g. native:PATH (default: the default model)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, required=True, help="port to listen on")
+    parser.add_argument("--model-name", default=None, help="model id reported by /v1/models (default: from the backend)")
+    parser.add_argument("--device", default=None, help="torch device for native/hf backends, e.g. cpu or cuda:0")
+    parser.add_argument("--dtype", default=None, help="weights dtype for native/hf backends (fp32, fp16, bf16, int8)")
+    parser.add_argument("--max-n", type=int, default=16, help="most samples per prompt (default 16)")
+    parser.add_argument("--batch-window-ms", type=float, default=10.0,
+                        help="how long to gather concurrent requests into one batch (default 10 ms)")
+    parser.add_argument("--max-batch-requests", type=int, default=8, help="most requests in one batch (default 8)")
+    parser.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from codeglm.backends import load_backend
+
+    try:
+        backend = load_backend(args.backend, progress=True, device=args.device, dtype=args.dtype)
+    except BackendError as error:
+        print(f"codeglm serve-api: {error}", file=sys.stderr)
+        return 1
+    settings = ServerSettings(
+        model_name=args.model_name or served_model_name(backend),
+        max_n=args.max_n,
+        max_choices=max(args.max_n, 64),
+        batch_window=args.batch_window_ms / 1000.0,
+        max_batch_requests=args.max_batch_requests,
+    )
+    app = create_app(backend, settings)
+    print(
+        f"codeglm serve-api: serving {backend.name} as {settings.model_name!r} at http://{args.host}:{args.port}/v1",
+        file=sys.stderr,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+__all__ = ["CompletionBody", "ServerSettings", "add_arguments", "create_app", "plan_completion", "run"]

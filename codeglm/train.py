@@ -1,0 +1,599 @@
+"""``codeglm train``: train a CodeGeeX-architecture model on trees of source files.
+
+    codeglm train /usr/lib/python3.11 /usr/share/go-1.19/src -o out/ --config small
+
+Steps: gather documents (``codeglm.train_data``), train a byte-level BPE with the
+CodeGeeX whitespace-run tokens (or reuse ``--tokenizer``), pack the token stream into
+blocks of the context length, then AdamW with linear warmup and cosine decay, gradient
+accumulation, mixed precision where the hardware has it, periodic validation loss per
+language and checkpoints that resume exactly. Data-parallel under ``torchrun``
+(DistributedDataParallel; gloo on CPU, nccl on GPUs).
+
+Layout of ``-o OUT``: the finished model (config.json, model.safetensors, tokenizer
+files, training_summary.json) at the top, and ``OUT/train-state/`` with the tokenized
+data, the resumable checkpoint and the log (``log.jsonl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from codeglm.config import CodeGeeXConfig
+from codeglm.languages import get_language
+from codeglm.model import CodeGeeXForCausalLM
+from codeglm.tokenizer import CodeGeeXTokenizer, TokenizerFilesError, load_tokenizer
+from codeglm.train_data import block_order, blocks, gather, pack, render, train_tokenizer
+
+STATE_DIR = "train-state"
+CHECKPOINT = "checkpoint.pt"
+SUMMARY = "training_summary.json"
+# The tokenizer is trained on a sample: BPE merges settle long before 10 MB.
+TOKENIZER_SAMPLE_CHARS = 4_000_000
+VOCAB_MULTIPLE = 64  # embedding rows padded for friendlier matmul shapes
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    context_length: int
+    vocab_size: int  # for a tokenizer trained here; a given tokenizer sets its own
+
+
+MODEL_SHAPES: dict[str, ModelShape] = {
+    # For tests and smoke runs: trains in seconds.
+    "tiny": ModelShape(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, context_length=128, vocab_size=1024),
+    # The shipped default model: about 1.6M parameters, 3 MB in fp16. Sized for the compute
+    # at hand (~35 minutes of a shared 2-core CPU, ~1e13 FLOPs), where a bigger model
+    # would see too few tokens to beat it.
+    "small": ModelShape(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, context_length=256, vocab_size=4096),
+    # Same context and vocabulary, 3x wider: for a machine with a few idle cores.
+    "medium": ModelShape(hidden_size=256, num_hidden_layers=6, num_attention_heads=8, context_length=512, vocab_size=8192),
+    # A bigger model for a GPU or a long CPU run.
+    "base": ModelShape(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, context_length=1024, vocab_size=16384),
+}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    data_dirs: tuple[str, ...]
+    output: str
+    config: str = "small"
+    tokenizer: str | None = None
+    vocab_size: int | None = None
+    context_length: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_steps: int = 1000
+    learning_rate: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 200
+    eval_blocks: int = 16
+    save_every: int = 200
+    max_bytes_per_language: int = 3_000_000
+    validation_fraction: float = 0.02
+    languages: tuple[str, ...] | None = None
+    precision: str = "auto"
+    save_dtype: str = "fp16"
+    seed: int = 1234
+    threads: int | None = None
+    time_budget_minutes: float | None = None
+    stop_at_step: int | None = None  # pause here (checkpointed) as if interrupted; --resume goes on
+    resume: bool = False
+    progress: bool = True
+
+    def shape(self) -> ModelShape:
+        base = MODEL_SHAPES[self.config]
+        return ModelShape(
+            hidden_size=base.hidden_size,
+            num_hidden_layers=base.num_hidden_layers,
+            num_attention_heads=base.num_attention_heads,
+            context_length=self.context_length or base.context_length,
+            vocab_size=self.vocab_size or base.vocab_size,
+        )
+
+    def run_identity(self) -> dict[str, object]:
+        """What must match for a checkpoint to resume (not the step budget or logging)."""
+        keys = ("config", "tokenizer", "vocab_size", "context_length", "batch_size", "grad_accum", "seed")
+        return {k: getattr(self, k) for k in keys} | {"data_dirs": list(self.data_dirs)}
+
+
+class TrainError(RuntimeError):
+    """A problem the user can fix (bad arguments, a foreign checkpoint): printed, not raised."""
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Distributed:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a plain run is a world of one."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available()
+    if world_size == 1:
+        return Distributed(device=torch.device("cuda" if use_cuda else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    return Distributed(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
+
+
+def barrier(world: Distributed) -> None:
+    if world.world_size > 1:
+        dist.barrier()
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class PreparedData:
+    tokenizer: CodeGeeXTokenizer
+    train_blocks: np.ndarray  # (n, context_length) int32
+    validation: dict[str, np.ndarray]  # language id -> token stream
+    documents: dict[str, int]  # language id -> training documents
+    train_tokens: dict[str, int]  # language id -> training tokens
+
+
+def _tokenizer_for(settings: TrainSettings, texts: list[str]) -> CodeGeeXTokenizer:
+    if settings.tokenizer:
+        try:
+            return load_tokenizer(settings.tokenizer)
+        except TokenizerFilesError as error:
+            raise TrainError(str(error)) from error
+    sample, size = [], 0
+    for text in texts:  # texts are already in shuffled order: the sample mixes languages
+        if size >= TOKENIZER_SAMPLE_CHARS:
+            break
+        sample.append(text)
+        size += len(text)
+    return train_tokenizer(sample, settings.shape().vocab_size)
+
+
+def prepare_data(settings: TrainSettings, state_dir: Path) -> None:
+    """Gather, tokenize and save everything training needs into ``state_dir``."""
+    corpus = gather(
+        [Path(d) for d in settings.data_dirs],
+        settings.max_bytes_per_language,
+        settings.validation_fraction,
+        settings.seed,
+        settings.languages,
+    )
+    rendered = [render(d, get_language(d.language)) for d in corpus.train]
+    tokenizer = _tokenizer_for(settings, rendered)
+    tokenizer.save(state_dir / "tokenizer")
+    train_ids = tokenizer.encode_batch(rendered)
+    # Shuffle documents before packing so a block rarely mixes two files of one directory.
+    order = np.random.default_rng(settings.seed).permutation(len(train_ids))
+    stream = pack((train_ids[i] for i in order), tokenizer.eos_token_id)
+    np.save(state_dir / "train.npy", blocks(stream, settings.shape().context_length))
+    stats: dict[str, dict[str, int]] = {"documents": {}, "train_tokens": {}}
+    for document, ids in zip(corpus.train, train_ids, strict=True):
+        stats["documents"][document.language] = stats["documents"].get(document.language, 0) + 1
+        stats["train_tokens"][document.language] = stats["train_tokens"].get(document.language, 0) + len(ids) + 1
+    by_language: dict[str, list[list[int]]] = {}
+    for document in corpus.validation:
+        ids = tokenizer.encode(render(document, get_language(document.language)))
+        by_language.setdefault(document.language, []).append(ids)
+    for language, id_lists in by_language.items():
+        np.save(state_dir / f"validation-{language}.npy", pack(id_lists, tokenizer.eos_token_id))
+    (state_dir / "data.json").write_text(json.dumps(stats, indent=2))
+
+
+def load_data(state_dir: Path) -> PreparedData:
+    stats = json.loads((state_dir / "data.json").read_text())
+    validation = {
+        path.stem.removeprefix("validation-"): np.load(path) for path in sorted(state_dir.glob("validation-*.npy"))
+    }
+    return PreparedData(
+        tokenizer=load_tokenizer(state_dir / "tokenizer"),
+        train_blocks=np.load(state_dir / "train.npy"),
+        validation=validation,
+        documents=stats["documents"],
+        train_tokens=stats["train_tokens"],
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(n_blocks: int, epoch: int, seed: int) -> np.ndarray:
+    return block_order(n_blocks, epoch, seed)
+
+
+def block_ids(start: int, count: int, n_blocks: int, seed: int) -> np.ndarray:
+    """Blocks number ``start .. start+count`` of the endless, epoch-shuffled sequence."""
+    ids = []
+    for position in range(start, start + count):
+        epoch, index = divmod(position, n_blocks)
+        ids.append(_epoch_order(n_blocks, epoch, seed)[index])
+    return np.asarray(ids)
+
+
+def micro_batches(
+    data: np.ndarray, step: int, settings: TrainSettings, world: Distributed
+) -> Iterator[torch.Tensor]:
+    """The micro-batches of this rank for optimizer step ``step``: a pure function of
+    the step, so resuming needs no saved iterator."""
+    per_step = settings.batch_size * settings.grad_accum * world.world_size
+    for micro in range(settings.grad_accum):
+        start = step * per_step + (micro * world.world_size + world.rank) * settings.batch_size
+        ids = block_ids(start, settings.batch_size, len(data), settings.seed)
+        yield torch.from_numpy(data[ids].astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- model and optimizer
+
+
+def padded(n: int, multiple: int = VOCAB_MULTIPLE) -> int:
+    return (n + multiple - 1) // multiple * multiple
+
+
+def build_model(shape: ModelShape, tokenizer: CodeGeeXTokenizer, seed: int) -> CodeGeeXForCausalLM:
+    torch.manual_seed(seed)
+    eos = tokenizer.eos_token_id
+    config = CodeGeeXConfig(
+        vocab_size=padded(tokenizer.vocab_size),
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        max_position_embeddings=shape.context_length,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+    )
+    return CodeGeeXForCausalLM(config)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Distinct parameters (the tied output matrix counts once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def build_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.AdamW:
+    # Decay matrices only: biases, LayerNorm gains and position tables stay undecayed.
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        (decay if parameter.ndim >= 2 and "wpe" not in name and "top_query" not in name else no_decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=settings.learning_rate, betas=(0.9, 0.95), eps=1e-8)
+
+
+def lr_factor(step: int, settings: TrainSettings) -> float:
+    """Linear warmup to 1, then cosine decay to ``min_lr_ratio`` at ``max_steps``."""
+    if step < settings.warmup_steps:
+        return (step + 1) / settings.warmup_steps
+    span = max(1, settings.max_steps - settings.warmup_steps)
+    progress = min(1.0, (step - settings.warmup_steps) / span)
+    return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """None = fp32. ``auto``: bf16 (or fp16) on a GPU; fp32 on CPU, where bf16 autocast
+    was measured slower than fp32 on this project's 2-core machines."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def rng_state() -> dict[str, object]:
+    state: dict[str, object] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, object]) -> None:
+    torch.set_rng_state(state["torch"])  # type: ignore[arg-type]
+    np.random.set_state(state["numpy"])  # type: ignore[arg-type]
+    random.setstate(state["python"])  # type: ignore[arg-type]
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])  # type: ignore[arg-type]
+
+
+def save_checkpoint(path: Path, step: int, model: torch.nn.Module, optimizer, scheduler, scaler, settings, history) -> None:
+    state = {
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": rng_state(),
+        "identity": settings.run_identity(),
+        "history": history,
+    }
+    temporary = path.with_suffix(".tmp")
+    torch.save(state, temporary)
+    temporary.replace(path)  # atomic: an interrupted save never leaves a torn checkpoint
+
+
+def load_checkpoint(path: Path, settings: TrainSettings) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["identity"] != settings.run_identity():
+        raise TrainError(
+            f"{path} belongs to a run with different settings ({state['identity']}); "
+            "use the same data, --config, --batch-size, --grad-accum and --seed, or a new -o directory"
+        )
+    return state
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def validation_loss(
+    model: torch.nn.Module, streams: dict[str, np.ndarray], context_length: int, max_blocks: int, device: torch.device
+) -> dict[str, float]:
+    """Mean next-token loss per language over its first ``max_blocks`` held-out blocks."""
+    model.eval()
+    losses: dict[str, float] = {}
+    for language, stream in streams.items():
+        length = min(context_length, len(stream))
+        if length < 2:
+            continue
+        data = blocks(stream, length)[:max_blocks]
+        batch = torch.from_numpy(data.astype(np.int64)).to(device)
+        losses[language] = float(model(input_ids=batch, labels=batch).loss)
+    model.train()
+    if losses:
+        losses["all"] = sum(losses.values()) / len(losses)
+    return losses
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def out_of_time(started: float, budget_minutes: float | None, world: Distributed) -> bool:
+    """Whether the time budget is spent; all ranks agree (rank 0's clock decides)."""
+    if budget_minutes is None:
+        return False
+    over = torch.tensor(float(time.time() - started > budget_minutes * 60), device=world.device)
+    if world.world_size > 1:
+        dist.broadcast(over, src=0)
+    return bool(over)
+
+
+def export_model(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer, output: Path, save_dtype: str) -> None:
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[save_dtype]
+    copy = CodeGeeXForCausalLM(model.config)
+    copy.load_state_dict(model.state_dict())
+    copy.to(dtype).save_pretrained(str(output))
+    tokenizer.save(output)
+
+
+def train(settings: TrainSettings, world: Distributed | None = None) -> dict[str, object]:
+    """Run (or resume) training; returns the summary also written to ``training_summary.json``."""
+    world = world or Distributed()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    output = Path(settings.output)
+    state_dir = output / STATE_DIR
+    checkpoint_path = state_dir / CHECKPOINT
+    if checkpoint_path.exists() and not settings.resume:
+        raise TrainError(f"{checkpoint_path} exists: pass --resume to continue that run, or choose a new -o directory")
+    if world.is_main:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        if not (state_dir / "data.json").exists():
+            prepare_data(settings, state_dir)
+    barrier(world)
+    data = load_data(state_dir)
+    shape = settings.shape()
+    model = build_model(shape, data.tokenizer, settings.seed).to(world.device)
+    optimizer = build_optimizer(model, settings)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, settings))
+    amp_dtype = autocast_dtype(settings.precision, world.device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and world.device.type == "cuda" else None
+    start_step, history = 0, []
+    if settings.resume and checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path, settings)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state["scaler"] is not None:
+            scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        start_step, history = state["step"], state["history"]
+    else:
+        torch.manual_seed(settings.seed)
+    trained = DistributedDataParallel(model) if world.world_size > 1 else model
+    model.train()
+    tokens_per_step = settings.batch_size * settings.grad_accum * world.world_size * shape.context_length
+    log = (state_dir / "log.jsonl").open("a") if world.is_main else None
+    bar = tqdm(
+        total=settings.max_steps,
+        initial=start_step,
+        disable=not (settings.progress and world.is_main),
+        unit="step",
+        dynamic_ncols=True,
+    )
+    started, last_time, loss_value = time.time(), time.time(), float("nan")
+    steps_done = start_step
+    end_step = min(settings.max_steps, settings.stop_at_step or settings.max_steps)
+    for step in range(start_step, end_step):
+        if out_of_time(started, settings.time_budget_minutes, world):
+            # Out of time: keep what was learned (checkpoint, so --resume can go on later).
+            if world.is_main:
+                bar.write(f"time budget reached at step {step}: stopping")
+                history.append({"step": step, "loss": loss_value, "validation": validation_loss(
+                    model, data.validation, shape.context_length, settings.eval_blocks, world.device)})
+                save_checkpoint(checkpoint_path, step, model, optimizer, scheduler, scaler, settings, history)
+            break
+        total = torch.zeros((), device=world.device)
+        for micro, batch in enumerate(micro_batches(data.train_blocks, step, settings, world)):
+            batch = batch.to(world.device)
+            last = micro == settings.grad_accum - 1
+            sync = contextlib.nullcontext() if last or world.world_size == 1 else trained.no_sync()
+            autocast = (
+                torch.autocast(world.device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+            )
+            with sync, autocast:
+                loss = trained(input_ids=batch, labels=batch).loss / settings.grad_accum
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            total += loss.detach()
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if world.world_size > 1:
+            dist.all_reduce(total)
+            total /= world.world_size
+        loss_value = float(total)
+        now = time.time()
+        bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_step / max(now - last_time, 1e-9):,.0f}",
+                        lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        last_time = now
+        bar.update(1)
+        done = steps_done = step + 1
+        record: dict[str, object] = {"step": done, "loss": loss_value, "lr": scheduler.get_last_lr()[0]}
+        if world.is_main and (done % settings.eval_every == 0 or done == settings.max_steps):
+            record["validation"] = validation_loss(
+                model, data.validation, shape.context_length, settings.eval_blocks, world.device
+            )
+            history.append(record)
+            bar.write(f"step {done}: train loss {loss_value:.3f}, validation {json.dumps(record['validation'])}")
+        if log is not None:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+        if world.is_main and (done % settings.save_every == 0 or done == end_step):
+            save_checkpoint(checkpoint_path, done, model, optimizer, scheduler, scaler, settings, history)
+        barrier(world)
+    bar.close()
+    elapsed = time.time() - started
+    summary: dict[str, object] = {}
+    if world.is_main:
+        if log is not None:
+            log.close()
+        export_model(model, data.tokenizer, output, settings.save_dtype)
+        summary = {
+            "settings": asdict(settings),
+            "shape": asdict(shape),
+            "parameters": count_parameters(model),
+            "vocab_size": data.tokenizer.vocab_size,
+            "steps": steps_done,
+            "stopped_early": steps_done < settings.max_steps,
+            "tokens_per_step": tokens_per_step,
+            "tokens_seen": tokens_per_step * steps_done,
+            "train_blocks": int(len(data.train_blocks)),
+            "train_documents": data.documents,
+            "train_tokens": data.train_tokens,
+            "final_train_loss": loss_value,
+            "validation": history[-1]["validation"] if history else {},
+            "history": history,
+            "seconds_this_session": round(elapsed, 1),
+            "world_size": world.world_size,
+            "torch": torch.__version__,
+        }
+        (output / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    barrier(world)
+    return summary
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data_dirs", nargs="+", metavar="DATA_DIR", help="directory trees of source files")
+    parser.add_argument("-o", "--output", required=True, help="output directory (model + train-state/)")
+    parser.add_argument("--config", choices=sorted(MODEL_SHAPES), default="small", help="model size (default small)")
+    parser.add_argument("--tokenizer", help="reuse this tokenizer directory instead of training one")
+    parser.add_argument("--vocab-size", type=int, help="vocabulary of a trained tokenizer (default: per config)")
+    parser.add_argument("--context-length", type=int, help="tokens per training block (default: per config)")
+    parser.add_argument("--batch-size", type=int, default=8, help="blocks per micro-batch per process")
+    parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    parser.add_argument("--max-steps", type=int, default=1000, help="optimizer steps in total")
+    parser.add_argument("--lr", type=float, default=1e-3, dest="learning_rate", help="peak learning rate")
+    parser.add_argument("--warmup-steps", type=int, default=100)
+    parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--eval-every", type=int, default=200, help="steps between validation losses")
+    parser.add_argument("--save-every", type=int, default=200, help="steps between checkpoints")
+    parser.add_argument("--eval-blocks", type=int, default=16, help="held-out blocks per language per validation")
+    parser.add_argument("--max-bytes-per-language", type=int, default=3_000_000)
+    parser.add_argument("--validation-fraction", type=float, default=0.02)
+    parser.add_argument("--languages", nargs="+", help="only these language ids (default: all found)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    parser.add_argument("--save-dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--threads", type=int, help="torch CPU threads per process")
+    parser.add_argument("--time-budget-minutes", type=float, help="stop (and checkpoint) after this much training")
+    parser.add_argument("--stop-at-step", type=int, help="stop after this step with a checkpoint (resume later)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/train-state/checkpoint.pt")
+    parser.add_argument("--no-progress", action="store_false", dest="progress", help="no progress bar")
+
+
+def settings_from_args(args: argparse.Namespace) -> TrainSettings:
+    values = vars(args).copy()
+    values["data_dirs"] = tuple(values["data_dirs"])
+    values["languages"] = tuple(values["languages"]) if values.get("languages") else None
+    for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every"):
+        if values[name] < 1:
+            raise TrainError(f"--{name.replace('_', '-')} must be at least 1")
+    known = TrainSettings.__dataclass_fields__
+    return TrainSettings(**{k: v for k, v in values.items() if k in known})
+
+
+def run(args: argparse.Namespace) -> int:
+    world = None
+    try:
+        settings = settings_from_args(args)
+        for language in settings.languages or ():
+            get_language(language)
+        world = init_distributed()
+        summary = train(settings, world)
+        if world.is_main:
+            print(f"model written to {settings.output} (validation loss {summary['validation']})")
+        return 0
+    except (TrainError, FileNotFoundError, ValueError) as error:
+        print(f"codeglm train: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if world is not None and world.world_size > 1:
+            dist.destroy_process_group()
+
+
+__all__ = ["MODEL_SHAPES", "ModelShape", "TrainError", "TrainSettings", "add_arguments", "lr_factor", "run", "train"]

@@ -1,0 +1,361 @@
+"""Execute samples: assemble, build and run each in its own sandbox; write results.jsonl.
+
+A samples line is ``{"task_id": ..., "generation": ...}`` (the reference harness's
+fields; ``completion_id``, ``prompt`` and anything else are optional). A result line is
+``{"task_id", "completion_id", "status", "passed", "reason"}``. Results are appended as
+they finish; a rerun skips the (task_id, completion_id) pairs already there, and the
+file is finally rewritten in samples order, so an interrupted and resumed run ends with
+the same file as an uninterrupted one. Malformed samples lines are reported and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from evals.assemble import assemble
+from evals.dataset import DatasetError, Task, language_of_task
+from evals.sandbox import Isolation, Sandbox, StepResult, acquire_slot, probe_isolation
+from evals.toolchains import prepare_shared_caches, toolchain
+
+STATUSES = ("passed", "failed", "timeout", "compile_error", "runtime_error", "sandbox_error")
+REASON_CHARS = 300
+
+# Output that means a test assertion failed (as opposed to a crash), per language.
+ASSERTION_PATTERNS = {
+    "python": re.compile(r"^AssertionError", re.M),
+    "cpp": re.compile(r"Assertion `.*' failed"),
+    "java": re.compile(r"java\.lang\.AssertionError"),
+    "javascript": re.compile(r"console\.assert failure|Assertion failed"),
+    "go": re.compile(r"Error Trace:|--- FAIL:"),
+    "rust": re.compile(r"assertion failed|assertion `left == right` failed|assertion `left != right` failed"),
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One line of a samples file; ``index`` is its position among the task's samples."""
+
+    task_id: str
+    generation: str
+    completion_id: int
+    line: int
+
+
+@dataclass(frozen=True)
+class Result:
+    task_id: str
+    completion_id: int
+    status: str
+    passed: bool
+    reason: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class SampleProblem:
+    line: int
+    problem: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.problem}"
+
+
+def parse_samples(lines: Iterable[str]) -> tuple[list[Sample], list[SampleProblem]]:
+    """Samples from JSON lines; each unusable line becomes a problem, never an error."""
+    samples: list[Sample] = []
+    problems: list[SampleProblem] = []
+    counters: dict[str, int] = {}
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            problems.append(SampleProblem(number, f"not valid JSON ({exc.msg})"))
+            continue
+        if not isinstance(record, dict):
+            problems.append(SampleProblem(number, "not a JSON object"))
+            continue
+        task_id, generation = record.get("task_id"), record.get("generation")
+        if not isinstance(task_id, str):
+            problems.append(SampleProblem(number, "field 'task_id' missing or not a string"))
+            continue
+        try:
+            language_of_task(task_id)
+        except DatasetError as exc:
+            problems.append(SampleProblem(number, f"field 'task_id': {exc}"))
+            continue
+        if not isinstance(generation, str):
+            problems.append(SampleProblem(number, "field 'generation' missing or not a string"))
+            continue
+        given = record.get("completion_id")
+        if given is not None and (not isinstance(given, int) or isinstance(given, bool)):
+            problems.append(SampleProblem(number, "field 'completion_id' is not an integer"))
+            continue
+        index = counters.get(task_id, 0)
+        counters[task_id] = index + 1
+        samples.append(Sample(task_id, generation, index if given is None else given, number))
+    return samples, problems
+
+
+def read_samples(path: Path) -> tuple[list[Sample], list[SampleProblem]]:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return parse_samples(handle)
+
+
+def _short(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    # The most telling lines are usually the first error ones.
+    keep = (
+        [line for line in lines if re.search(r"\.\w+:\d+:(\d+:)?.*[Ee]rror|^error", line)]
+        or [line for line in lines if re.search(r"error|Error|panic|Exception|failed|FAIL", line)]
+        or lines
+    )
+    out = " | ".join(keep[:3])
+    return out[:REASON_CHARS]
+
+
+def classify(language: str, builds: list[StepResult], run: StepResult | None, timeout: float) -> tuple[str, str]:
+    """Status and a short, deterministic reason from what the steps did."""
+    for step in builds:
+        if step.timed_out:
+            return "timeout", f"compilation did not finish in {step_limit(step):g} s"
+        if step.returncode is None:
+            return "sandbox_error", _short(step.stderr)
+        if step.returncode != 0:
+            if step.output_limit_hit:
+                return "compile_error", "compiler output or binary exceeded the file size limit"
+            return "compile_error", _short(step.stderr + "\n" + step.stdout) or f"compiler exited {step.returncode}"
+    assert run is not None
+    if run.returncode is None:
+        return "sandbox_error", _short(run.stderr)
+    if run.timed_out:
+        return "timeout", f"no result within {timeout:g} s (wall clock); process tree killed"
+    if run.output_limit_hit:
+        return "runtime_error", "output limit exceeded (RLIMIT_FSIZE); killed"
+    if run.returncode == 0:
+        return "passed", ""
+    signal_name = run.signal_name
+    if signal_name == "SIGXCPU":
+        return "timeout", "CPU time limit exceeded"
+    output = run.stderr + "\n" + run.stdout
+    if language == "go" and "panic:" in output and "Error Trace:" not in output:
+        return "runtime_error", _short(output)
+    if ASSERTION_PATTERNS[language].search(output):
+        return "failed", _short(output) or "assertion failed"
+    if signal_name:
+        return "runtime_error", f"killed by {signal_name}" + (f": {_short(output)}" if output.strip() else "")
+    return "runtime_error", _short(output) or f"exited with status {run.returncode}"
+
+
+def step_limit(step: StepResult) -> float:
+    return round(step.wall_seconds)
+
+
+def run_program(
+    task: Task, generation: str, slot: int, isolation: Isolation, timeout: float, base_dir: Path | None = None
+) -> tuple[str, str]:
+    """Build and run one sample in a fresh sandbox: (status, reason)."""
+    chain = toolchain(task.language)
+    program = assemble(task, generation)
+    run_limits = replace(chain.run_limits, wall_seconds=timeout, cpu_seconds=max(1, int(timeout + 0.999)))
+    env = dict(chain.env)
+    with Sandbox(slot, isolation, base_dir) as box:
+        for name, text in program.files:
+            box.write(name, text)
+        builds: list[StepResult] = []
+        for argv in chain.build:
+            step = box.run(list(argv), chain.build_limits, env, build=True)
+            builds.append(step)
+            if not step.ok:
+                return classify(task.language, builds, None, timeout)
+        run = box.run(list(chain.run), run_limits, env)
+        return classify(task.language, builds, run, timeout)
+
+
+# ---- the worker pool ---------------------------------------------------------------------
+
+_WORKER: dict[str, object] = {}
+
+
+def _init_worker(isolation: Isolation, base_dir: Path | None) -> None:
+    # Ctrl-C is the parent's business: it stops handing out work; a worker finishes its
+    # sample (bounded by its limits) and cleans its sandbox up instead of dying midway.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _WORKER["slot"] = acquire_slot()
+    _WORKER["isolation"] = isolation
+    _WORKER["base_dir"] = base_dir
+
+
+def _work(task: Task, generation: str, timeout: float) -> tuple[str, str]:
+    outcome = ("sandbox_error", "")
+    for _ in range(2):  # a sandbox failure is the harness's, not the sample's: retry once
+        try:
+            outcome = run_program(
+                task, generation, int(_WORKER["slot"]), _WORKER["isolation"], timeout, _WORKER["base_dir"]  # type: ignore[arg-type]
+            )
+        except Exception as exc:  # noqa: BLE001 - any harness failure is this sample's sandbox_error
+            outcome = ("sandbox_error", f"{type(exc).__name__}: {exc}"[:REASON_CHARS])
+        if outcome[0] != "sandbox_error":
+            break
+    return outcome
+
+
+@dataclass(frozen=True)
+class Job:
+    key: tuple[str, int]
+    task: Task
+    generation: str
+
+
+def run_jobs(
+    jobs: list[Job],
+    workers: int,
+    timeout: float,
+    on_result: Callable[[Job, str, str], None],
+    base_dir: Path | None = None,
+) -> None:
+    """Run ``jobs`` on ``workers`` processes, calling ``on_result`` in the parent as each ends."""
+    if not jobs:
+        return
+    isolation = probe_isolation()
+    if isolation.reason:
+        print(f"codeglm eval: sandbox: {isolation.reason}", file=sys.stderr)
+    prepare_shared_caches(isolation.switch_user)
+    context = multiprocessing.get_context("fork")
+    pending: dict[Future[tuple[str, str]], Job] = {}
+    queue: Iterator[Job] = iter(jobs)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(isolation, base_dir)) as pool:
+        try:
+            for job in queue:  # keep a bounded number in flight: results stream out as they finish
+                pending[pool.submit(_work, job.task, job.generation, timeout)] = job
+                if len(pending) >= workers * 4:
+                    break
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job = pending.pop(future)
+                    status, reason = future.result()
+                    on_result(job, status, reason)
+                    nxt = next(queue, None)
+                    if nxt is not None:
+                        pending[pool.submit(_work, nxt.task, nxt.generation, timeout)] = nxt
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
+# ---- results files --------------------------------------------------------------------------
+
+
+def read_results(path: Path) -> dict[tuple[str, int], Result]:
+    """Results already in ``path`` (a partial last line from a crash is ignored)."""
+    found: dict[tuple[str, int], Result] = {}
+    if not path.exists():
+        return found
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for text in handle:
+            try:
+                record = json.loads(text)
+                result = Result(
+                    str(record["task_id"]),
+                    int(record["completion_id"]),
+                    str(record["status"]),
+                    bool(record["passed"]),
+                    str(record.get("reason", "")),
+                )
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+            found[(result.task_id, result.completion_id)] = result
+    return found
+
+
+@dataclass(frozen=True)
+class ExecuteSummary:
+    total: int
+    executed: int
+    reused: int
+    skipped_lines: int
+    unknown_tasks: int
+    seconds: float
+
+
+def execute_file(
+    samples_path: Path,
+    output: Path,
+    tasks: dict[str, Task],
+    workers: int | None = None,
+    timeout: float = 10.0,
+    progress: bool = True,
+    base_dir: Path | None = None,
+) -> ExecuteSummary:
+    """Execute every sample of ``samples_path`` not already in ``output``; rewrite ``output`` in order."""
+    started = time.monotonic()
+    samples, problems = read_samples(samples_path)
+    for problem in problems:
+        print(f"{samples_path}: {problem} (skipped)", file=sys.stderr)
+    results = read_results(output)
+    reused = sum(1 for s in samples if (s.task_id, s.completion_id) in results)
+    unknown = 0
+    jobs: list[Job] = []
+    for sample in samples:
+        key = (sample.task_id, sample.completion_id)
+        if key in results:
+            continue
+        task = tasks.get(sample.task_id)
+        if task is None:
+            unknown += 1
+            results[key] = Result(sample.task_id, sample.completion_id, "sandbox_error", False, "unknown task_id")
+            continue
+        jobs.append(Job(key, task, sample.generation))
+    # Keep what an earlier run wrote, minus a torn last line, then append as results arrive.
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _rewrite(output, [r for r in results.values()])
+    bar = _progress_bar(len(jobs), progress)
+    with open(output, "a", encoding="utf-8") as handle:
+
+        def on_result(job: Job, status: str, reason: str) -> None:
+            result = Result(job.key[0], job.key[1], status, status == "passed", reason)
+            results[job.key] = result
+            handle.write(result.to_json() + "\n")
+            handle.flush()
+            if bar is not None:
+                bar.update(1)
+
+        try:
+            run_jobs(jobs, workers or os.cpu_count() or 1, timeout, on_result, base_dir)
+        finally:
+            if bar is not None:
+                bar.close()
+    ordered = [results[(s.task_id, s.completion_id)] for s in samples if (s.task_id, s.completion_id) in results]
+    _rewrite(output, ordered)
+    return ExecuteSummary(len(samples), len(jobs), reused, len(problems), unknown, time.monotonic() - started)
+
+
+def _rewrite(path: Path, results: list[Result]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        for result in results:
+            handle.write(result.to_json() + "\n")
+    os.replace(temporary, path)
+
+
+def _progress_bar(total: int, enabled: bool):  # noqa: ANN202 - tqdm's type
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="prog", desc="execute", file=sys.stderr, smoothing=0.1)

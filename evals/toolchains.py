@@ -1,0 +1,233 @@
+"""The one table of compile and run commands per language (offline, Debian 12 packages).
+
+``scripts/install-toolchains.sh`` installs the packages and fills ``cache_dir()``:
+``rust/`` (rand, regex, md5 built by Debian's rustc), ``node/node_modules`` (js-md5) and
+``gocache/`` (Go's build cache). The cache must be readable by the sandbox uids, so as
+root it defaults to /var/cache/codeglm (not under /root, which they cannot enter).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from evals.sandbox import BUILD_GID, Limits
+
+GiB = 1 << 30
+MiB = 1 << 20
+RUSTC = "/usr/bin/rustc"  # Debian's: the crates in cache_dir()/rust were built with it
+JAVA_FLAGS = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto", "-XX:CICompilerCount=1"]
+
+
+class ToolchainError(RuntimeError):
+    """A toolchain or its cache is missing; the message says how to install it."""
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("CODEGLM_CACHE")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/cache/codeglm")
+    return Path.home() / ".cache" / "codeglm"
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """How to build and run one assembled program in its sandbox directory.
+
+    ``build``: commands run with the build group (may be empty); ``run``: the test program.
+    ``build_limits``/``run_limits``: wall and CPU seconds here are defaults, the executor
+    overrides the run step's with ``--timeout``.
+    """
+
+    language: str
+    source_name: str
+    build: tuple[tuple[str, ...], ...]
+    run: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    build_limits: Limits
+    run_limits: Limits
+    tools: tuple[str, ...]
+
+
+BUILD_LIMITS = Limits(wall_seconds=90.0, cpu_seconds=120, memory_bytes=2 * GiB, max_processes=512, output_bytes=256 * MiB)
+RUN_LIMITS = Limits(wall_seconds=10.0, cpu_seconds=10, memory_bytes=1 * GiB, max_processes=64, output_bytes=16 * MiB)
+
+
+@cache
+def _rust_externs() -> tuple[str, ...]:
+    deps = cache_dir() / "rust" / "target" / "debug" / "deps"
+    args: list[str] = ["-L", f"dependency={deps}"]
+    for crate in ("rand", "regex", "md5"):
+        found = sorted(deps.glob(f"lib{crate}-*.rlib"))
+        if not found:
+            raise ToolchainError(f"the {crate} crate is not built in {deps}: run scripts/install-toolchains.sh")
+        args += ["--extern", f"{crate}={found[-1]}"]
+    return tuple(args)
+
+
+@cache
+def _rust_std_dir() -> str:
+    sysroot = subprocess.run([RUSTC, "--print", "sysroot"], capture_output=True, text=True, check=False).stdout.strip()
+    if not sysroot:
+        raise ToolchainError(f"{RUSTC} not usable: run scripts/install-toolchains.sh")
+    return f"{sysroot}/lib/rustlib/x86_64-unknown-linux-gnu/lib"
+
+
+# Every package a Go program may import: the tests' own, and those assemble may add.
+GO_IMPORTABLE = ("testing", "github.com/stretchr/testify/assert")
+
+
+@cache
+def go_importcfg() -> Path:
+    """An importcfg for ``go tool compile``/``link`` (built once; export data copied out of GOCACHE).
+
+    The standard library's archives are Debian's precompiled ones; testify and its
+    dependencies are compiled once into GOCACHE (GOPATH mode, offline) and copied under
+    the cache dir, so nothing depends on GOCACHE's trimming later.
+    """
+    from evals.assemble import GO_PACKAGES
+
+    root = cache_dir() / "go"
+    config = root / "importcfg"
+    if config.is_file():
+        return config
+    if shutil.which("go") is None:
+        raise ToolchainError("go not found: run scripts/install-toolchains.sh")
+    packages = sorted({*GO_IMPORTABLE, *GO_PACKAGES.values()})
+    env = {
+        **os.environ,
+        "GO111MODULE": "off",
+        "GOPATH": "/usr/share/gocode",
+        "GOPROXY": "off",
+        "GOFLAGS": "",
+        "GOCACHE": str(cache_dir() / "gocache"),
+    }
+    listed = subprocess.run(
+        ["go", "list", "-export", "-deps", "-f", "{{if .Export}}{{.ImportPath}}={{.Export}}{{end}}", *packages],
+        capture_output=True, text=True, env=env, check=False,
+    )
+    if listed.returncode != 0:
+        raise ToolchainError(f"go list failed ({listed.stderr.strip()[:300]}): run scripts/install-toolchains.sh")
+    archive_dir = root / "pkg"
+    lines = []
+    for line in listed.stdout.splitlines():
+        path, _, export = line.partition("=")
+        target = archive_dir / (path + ".a")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(export, target)
+        lines.append(f"packagefile {path}={target}\n")
+    for directory, _, files in os.walk(root):
+        os.chmod(directory, 0o755)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o644)
+    temporary = root / "importcfg.tmp"
+    temporary.write_text("".join(lines))
+    temporary.chmod(0o644)
+    os.replace(temporary, config)
+    return config
+
+
+JAVAC_WARMUP = """import java.util.*;
+class Solution { public List<Integer> f(List<Integer> xs) { return new ArrayList<>(xs); } }
+public class Main { public static void main(String[] a) { System.out.println(new Solution().f(Arrays.asList(1))); } }
+"""
+
+
+@cache
+def javac_class_archive() -> Path | None:
+    """A CDS archive of javac's classes (built once): a third less CPU per javac run.
+
+    None when it cannot be built; javac then starts without it.
+    """
+    archive = cache_dir() / "java" / "javac.jsa"
+    if archive.is_file():
+        return archive
+    if shutil.which("javac") is None:
+        return None
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "Main.java").write_text(JAVAC_WARMUP)
+        partial = archive.with_suffix(".tmp")
+        made = subprocess.run(
+            ["javac", "-J-Xmx512m", *(f"-J{f}" for f in JAVA_FLAGS), f"-J-XX:ArchiveClassesAtExit={partial}",
+             "-proc:none", "-d", tmp, str(Path(tmp, "Main.java"))],
+            capture_output=True, check=False,
+        )
+        if made.returncode != 0 or not partial.is_file():
+            return None
+        partial.chmod(0o644)
+        os.replace(partial, archive)
+    archive.parent.chmod(0o755)
+    return archive
+
+
+def toolchain(language: str) -> Toolchain:
+    """The commands for ``language`` (raises ``ToolchainError`` when its cache is missing)."""
+    cache_root = cache_dir()
+    if language == "python":
+        return Toolchain("python", "prog.py", (), ("python3", "prog.py"), (), BUILD_LIMITS, RUN_LIMITS, ("python3",))
+    if language == "cpp":
+        build = (("g++", "-std=c++17", "-O0", "prog.cpp", "-o", "prog", "-lcrypto"),)
+        return Toolchain("cpp", "prog.cpp", build, ("./prog",), (), BUILD_LIMITS, RUN_LIMITS, ("g++",))
+    if language == "java":
+        archive = javac_class_archive()
+        cds = (f"-J-XX:SharedArchiveFile={archive}",) if archive else ()
+        build = (("javac", "-J-Xmx512m", *(f"-J{f}" for f in JAVA_FLAGS), *cds, "-proc:none", "-nowarn", "-d", ".", "Main.java"),)
+        run = ("java", "-Xmx512m", "-Xss8m", *JAVA_FLAGS, "-cp", ".", "Main")
+        # The JVM commits more than its heap (metaspace, code cache, GC): a larger DATA limit.
+        run_limits = Limits(10.0, 10, 3 * GiB, 128, 16 * MiB)
+        build_limits = Limits(90.0, 120, 3 * GiB, 512, 256 * MiB)
+        return Toolchain("java", "Main.java", build, run, (), build_limits, run_limits, ("javac", "java"))
+    if language == "javascript":
+        env = (("NODE_PATH", str(cache_root / "node" / "node_modules")),)
+        return Toolchain("javascript", "prog.js", (), ("node", "-r", "./preload.js", "prog.js"), env, BUILD_LIMITS, RUN_LIMITS, ("node",))
+    if language == "go":
+        importcfg = str(go_importcfg())
+        build = (
+            ("go", "tool", "compile", "-p", "main", "-complete", "-importcfg", importcfg, "-o", "prog.a", "prog.go"),
+            ("go", "tool", "link", "-s", "-w", "-importcfg", importcfg, "-o", "prog", "prog.a"),
+        )
+        env = (("GOCACHE", "off"), ("GO111MODULE", "off"), ("GOFLAGS", ""))
+        return Toolchain("go", "prog.go", build, ("./prog",), env, BUILD_LIMITS, RUN_LIMITS, ("go",))
+    if language == "rust":
+        # -C prefer-dynamic: link libstd as a shared library, 40% less CPU per program.
+        build = ((RUSTC, "--edition", "2021", "--test", "-A", "warnings", "-C", "prefer-dynamic", "prog.rs", "-o", "prog", *_rust_externs()),)
+        env = (("LD_LIBRARY_PATH", _rust_std_dir()),)
+        return Toolchain("rust", "prog.rs", build, ("./prog",), env, BUILD_LIMITS, RUN_LIMITS, (RUSTC,))
+    raise ToolchainError(f"no toolchain for language {language!r}")
+
+
+def check_toolchain(language: str) -> str | None:
+    """None when ``language`` can run here, else what is missing and how to fix it."""
+    try:
+        chain = toolchain(language)
+    except ToolchainError as exc:
+        return str(exc)
+    for tool in chain.tools:
+        if shutil.which(tool) is None:
+            return f"{tool} not found: run scripts/install-toolchains.sh"
+    if language == "javascript" and not (cache_dir() / "node" / "node_modules" / "js-md5").is_dir():
+        return f"js-md5 missing in {cache_dir() / 'node'}: run scripts/install-toolchains.sh"
+    return None
+
+
+def prepare_shared_caches(switch_user: bool) -> None:
+    """Let the sandbox's build group write Go's cache (group-owned, setgid, group-writable)."""
+    gocache = cache_dir() / "gocache"
+    gocache.mkdir(parents=True, exist_ok=True)
+    if not switch_user:
+        return
+    info = gocache.stat()
+    if info.st_gid == BUILD_GID and info.st_mode & 0o2070 == 0o2070:
+        return
+    # Once per machine (files written later inherit the group through setgid).
+    subprocess.run(["chgrp", "-R", str(BUILD_GID), str(gocache)], check=True)
+    subprocess.run(["chmod", "-R", "g+rwX,o-rwx", str(gocache)], check=True)
+    subprocess.run(["find", str(gocache), "-type", "d", "-exec", "chmod", "g+s", "{}", "+"], check=True)

@@ -1,0 +1,339 @@
+"""The HumanEval-X translation task: every ordered pair of the six languages.
+
+Prompts are exactly the reference's (``read_translation_dataset`` in the CodeGeeX
+release)::
+
+    code translation
+    {Src}:
+    {source declaration}
+    {source canonical solution, right-stripped}
+    {Tgt}:
+    {target declaration}
+
+with ``Src``/``Tgt`` among Python, C++, Java, JavaScript, Go, Rust. The model continues
+the target's declaration; the generation is cut where that function is complete
+(``codeglm.postprocess.truncate_generation``) and judged by the target's tests: the
+program is the target's declaration + generation + test, assembled and run by the
+harness (``evals.assemble`` / ``evals.execute``) as for the generation task.
+
+Layout of a run directory: ``DIR/{src}-to-{tgt}/samples.jsonl`` (task ids are the
+target's, e.g. ``CPP/3``; ``source_task_id`` names the source) and
+``DIR/{src}-to-{tgt}/results.jsonl``. ``report`` gives pass@k per pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from codeglm.translate import translation_prompt
+from evals.dataset import LANGUAGES, DatasetError, Task, language_id, load_tasks, parse_languages
+
+PAIR_SEPARATOR = "-to-"
+
+
+@dataclass(frozen=True)
+class Pair:
+    source: str
+    target: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}{PAIR_SEPARATOR}{self.target}"
+
+    @property
+    def title(self) -> str:
+        return f"{LANGUAGES[self.source].display_name} -> {LANGUAGES[self.target].display_name}"
+
+
+def all_pairs(languages: Iterable[str] | None = None) -> list[Pair]:
+    """Every ordered pair of different languages (30 for the six)."""
+    langs = parse_languages(list(languages) if languages is not None else None)
+    return [Pair(s, t) for s in langs for t in langs if s != t]
+
+
+def parse_pairs(spec: str | None) -> list[Pair]:
+    """``"python-to-cpp,java-to-go"`` (or ``python:cpp``); None or ``all`` for all 30."""
+    if spec is None or spec.strip() in ("", "all"):
+        return all_pairs()
+    pairs = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        source, sep, target = item.partition(PAIR_SEPARATOR) if PAIR_SEPARATOR in item else item.partition(":")
+        if not sep:
+            raise DatasetError(f"bad pair {item!r}: write SOURCE-to-TARGET, e.g. python-to-cpp")
+        pair = Pair(language_id(source), language_id(target))
+        if pair.source == pair.target:
+            raise DatasetError(f"bad pair {item!r}: source and target are the same language")
+        pairs.append(pair)
+    return pairs
+
+
+def source_code(task: Task) -> str:
+    """The source side of the prompt: declaration + canonical solution (as the reference)."""
+    return task.declaration + "\n" + task.canonical_solution.rstrip()
+
+
+def prompt_for(source_task: Task, target_task: Task) -> str:
+    """The reference's translation prompt for one problem."""
+    return translation_prompt(
+        LANGUAGES[source_task.language].display_name,
+        source_code(source_task),
+        LANGUAGES[target_task.language].display_name,
+        target_task.declaration,
+    )
+
+
+def scoring_task(target_task: Task) -> Task:
+    """The target task as the harness should assemble a translation of it.
+
+    A translation continues the target's *declaration* (no docstring), so that is the
+    text before the generation: ``prompt`` becomes the declaration (Rust: the harness
+    already puts the declaration first and its prompt is only the doc comment).
+    """
+    if target_task.language == "rust":
+        return replace(target_task, prompt="")
+    return replace(target_task, prompt=target_task.declaration)
+
+
+def generation_prefix(target_task: Task) -> str:
+    """The text the generation continues in the assembled program (for truncation)."""
+    return target_task.declaration
+
+
+@dataclass(frozen=True)
+class TranslationSettings:
+    n: int = 1
+    batch_size: int = 20
+    temperature: float = 0.2
+    top_p: float = 0.95
+    max_new_tokens: int = 512
+    seed: int | None = None
+
+
+def _by_number(tasks: dict[str, Task], language: str) -> dict[int, Task]:
+    return {t.number: t for t in tasks.values() if t.language == language}
+
+
+def generate_pair(
+    backend: object,
+    pair: Pair,
+    tasks: dict[str, Task],
+    settings: TranslationSettings,
+    output: Path,
+    limit: int | None = None,
+    progress: bool = True,
+) -> int:
+    """Append samples for one pair until each problem has ``settings.n``; returns how many were made."""
+    from codeglm.backends.base import GenerationRequest, SamplingParams
+    from codeglm.postprocess import truncate_generation
+    from evals.generate import existing_counts
+
+    sources, targets = _by_number(tasks, pair.source), _by_number(tasks, pair.target)
+    numbers = sorted(set(sources) & set(targets))
+    if limit is not None:
+        numbers = [n for n in numbers if n < limit]
+    done = existing_counts(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    made = 0
+    with open(output, "a", encoding="utf-8") as handle:
+        for number in numbers:
+            source, target = sources[number], targets[number]
+            start = done.get(target.task_id, 0)
+            prompt = prompt_for(source, target)
+            while start < settings.n:
+                count = min(settings.batch_size, settings.n - start)
+                seed = None if settings.seed is None else settings.seed + 100_003 * number + start
+                params = SamplingParams(
+                    max_new_tokens=settings.max_new_tokens,
+                    temperature=settings.temperature,
+                    top_p=settings.top_p,
+                    seed=seed,
+                )
+                completions = backend.generate(GenerationRequest(prompt=prompt, params=params, n=count))  # type: ignore[attr-defined]
+                if not completions:
+                    raise RuntimeError(f"the backend returned no completion for {pair.name} {number}")
+                for offset, completion in enumerate(completions[:count]):
+                    text = truncate_generation(pair.target, generation_prefix(target), completion.text)
+                    record = {
+                        "task_id": target.task_id,
+                        "completion_id": start + offset,
+                        "source_task_id": source.task_id,
+                        "prompt": prompt,
+                        "generation": text,
+                    }
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                handle.flush()
+                made += len(completions[:count])
+                start += len(completions[:count])
+            if progress:
+                print(f"translate {pair.name}: {target.task_id} done", file=sys.stderr)
+    return made
+
+
+def scoring_tasks(tasks: dict[str, Task]) -> dict[str, Task]:
+    """Every task rewritten for scoring translations into its language."""
+    return {task_id: scoring_task(task) for task_id, task in tasks.items()}
+
+
+def pair_dirs(run_dir: Path) -> list[tuple[Pair, Path]]:
+    """The pair directories of a run, in table order."""
+    found = []
+    for pair in all_pairs():
+        path = run_dir / pair.name
+        if path.is_dir():
+            found.append((pair, path))
+    return found
+
+
+def report_rows(run_dir: Path, ks: list[int]) -> list[tuple[Pair, int, dict[str, float]]]:
+    """(pair, problems, {pass@k: value}) for every pair with results."""
+    from evals.execute import read_results
+    from evals.metrics import count_per_task, pass_at_k_table
+
+    rows = []
+    for pair, path in pair_dirs(run_dir):
+        results_path = path / "results.jsonl"
+        if not results_path.is_file():
+            continue
+        results = list(read_results(results_path).values())
+        counts = count_per_task((r.task_id, r.passed) for r in results)
+        if not counts:
+            continue
+        table = pass_at_k_table(counts, ks)
+        rows.append((pair, len(counts), table.get("overall", next(iter(table.values())))))
+    return rows
+
+
+def report_markdown(run_dir: Path, ks: list[int]) -> str:
+    columns = [f"pass@{k}" for k in sorted(set(ks))]
+    lines = ["| pair | problems | " + " | ".join(columns) + " |", "|---|---:|" + "---:|" * len(columns)]
+    for pair, problems, row in report_rows(run_dir, ks):
+        cells = [f"{100 * row[c]:.2f}%" if c in row else "n/a" for c in columns]
+        lines.append(f"| {pair.title} | {problems} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --- ``codeglm eval translate`` ----------------------------------------------------------
+
+
+def _ks(text: str) -> list[int]:
+    try:
+        ks = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--k wants integers like 1,10,100, got {text!r}") from None
+    if not ks or min(ks) < 1:
+        raise argparse.ArgumentTypeError("--k values must be >= 1")
+    return ks
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="translate_command", required=True)
+    gen = sub.add_parser("generate", help="sample translations for every pair with a backend")
+    gen.add_argument("--backend", default=None, help="backend spec (default: the default model)")
+    gen.add_argument("--pairs", default=None, help="e.g. python-to-cpp,java-to-go (default: all 30)")
+    gen.add_argument("--n", type=int, default=1, help="samples per problem and pair")
+    gen.add_argument("--batch-size", type=int, default=20)
+    gen.add_argument("--temperature", type=float, default=0.2)
+    gen.add_argument("--top-p", type=float, default=0.95)
+    gen.add_argument("--max-new-tokens", type=int, default=512)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--limit", type=int, default=None, help="only problems numbered below N")
+    gen.add_argument("-o", "--output", type=Path, required=True, help="run directory")
+    gen.add_argument("--data", type=Path, default=None)
+    ex = sub.add_parser("execute", help="run the target language's tests on every pair's samples")
+    ex.add_argument("run_dir", type=Path)
+    ex.add_argument("--workers", type=int, default=None)
+    ex.add_argument("--timeout", type=float, default=10.0)
+    ex.add_argument("--data", type=Path, default=None)
+    rep = sub.add_parser("report", help="pass@k per pair")
+    rep.add_argument("run_dir", type=Path)
+    rep.add_argument("--k", type=_ks, default=[1, 10, 100])
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.translate_command == "generate":
+            return _generate(args)
+        if args.translate_command == "execute":
+            return _execute(args)
+        return _report(args)
+    except (DatasetError, OSError) as exc:
+        print(f"codeglm eval translate: {exc}", file=sys.stderr)
+        return 1
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from codeglm.backends import BackendError, load_backend
+
+    pairs = parse_pairs(args.pairs)
+    languages = sorted({p.source for p in pairs} | {p.target for p in pairs})
+    tasks, problems = load_tasks(languages, args.data)
+    for problem in problems:
+        print(f"dataset: {problem} (skipped)", file=sys.stderr)
+    settings = TranslationSettings(args.n, args.batch_size, args.temperature, args.top_p, args.max_new_tokens, args.seed)
+    try:
+        backend = load_backend(args.backend)
+    except (BackendError, ValueError) as exc:
+        print(f"codeglm eval translate: {exc}", file=sys.stderr)
+        return 1
+    try:
+        for pair in pairs:
+            made = generate_pair(backend, pair, tasks, settings, args.output / pair.name / "samples.jsonl", args.limit)
+            print(f"translate {pair.name}: {made} new samples", file=sys.stderr)
+    except BackendError as exc:
+        print(f"codeglm eval translate: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        backend.close()
+    return 0
+
+
+def _execute(args: argparse.Namespace) -> int:
+    from evals.execute import execute_file
+    from evals.toolchains import check_toolchain
+
+    found = [(pair, path) for pair, path in pair_dirs(args.run_dir) if (path / "samples.jsonl").is_file()]
+    if not found:
+        print(f"codeglm eval translate: no <src>-to-<tgt>/samples.jsonl under {args.run_dir}", file=sys.stderr)
+        return 1
+    targets = sorted({pair.target for pair, _ in found})
+    missing = {lang: problem for lang in targets if (problem := check_toolchain(lang))}
+    for lang, problem in missing.items():
+        print(f"codeglm eval translate: {lang}: {problem} (its pairs are skipped)", file=sys.stderr)
+    tasks, _ = load_tasks([t for t in targets if t not in missing], args.data)
+    scoring = scoring_tasks(tasks)
+    for pair, path in found:
+        if pair.target in missing:
+            continue
+        summary = execute_file(
+            path / "samples.jsonl", path / "results.jsonl", scoring, args.workers or os.cpu_count(), args.timeout, False
+        )
+        print(f"execute {pair.name}: {summary.total} samples, {summary.executed} run, {summary.seconds:.1f}s", file=sys.stderr)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    if not report_rows(args.run_dir, args.k):
+        print(f"codeglm eval translate: no results under {args.run_dir}", file=sys.stderr)
+        return 1
+    print(report_markdown(args.run_dir, args.k))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m evals.translation`` (the same as ``codeglm eval translate`` once registered)."""
+    parser = argparse.ArgumentParser(prog="python -m evals.translation", description="HumanEval-X translation task")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""The generation engine against transformers' generate() and against itself.
+
+Tiny random CodeGeeX models with the real CodeGeeX tokenizer. Weights are drawn with
+a large spread (initializer_range 0.3) so the greedy choice is never a near-tie that
+float rounding could flip.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from codeglm.backends.base import CancelToken, SamplingParams
+from codeglm.config import CodeGeeXConfig
+from codeglm.engine import Engine, load_engine, load_model
+from codeglm.model import CodeGeeXForCausalLM
+from codeglm.tokenizer import CodeGeeXTokenizer, load_tokenizer
+
+# Logits of two runs of the same tokens that take different paths (batched, padded,
+# cached prefix, no cache) differ by float rounding only: at most this fraction of the
+# largest logit (fp32 has a relative precision of 6e-8; the sums are long).
+RELATIVE_LOGIT_TOLERANCE = 1e-5
+PROMPT = "def fibonacci(n):\n    "
+OTHER_PROMPT = "import os\nimport sys\n\n\ndef main(argv: list[str]) -> int:\n    "
+
+
+def tiny_model(seed: int = 0, context: int = 256) -> CodeGeeXForCausalLM:
+    torch.manual_seed(seed)
+    config = CodeGeeXConfig(
+        vocab_size=52224, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=context, initializer_range=0.3,
+    )
+    return CodeGeeXForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and a shared machine makes
+    OpenMP threads wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> CodeGeeXTokenizer:
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model() -> CodeGeeXForCausalLM:
+    return tiny_model()
+
+
+def cold_engine(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer) -> Engine:
+    return Engine(model, tokenizer, prefix_cache_size=0)
+
+
+def step_logits(engine: Engine, run) -> list[torch.Tensor]:
+    """The (rows, V) logits of every step of ``run()``."""
+    seen: list[torch.Tensor] = []
+    engine.logits_tap = lambda logits: seen.append(logits.clone())
+    try:
+        run()
+    finally:
+        engine.logits_tap = None
+    return seen
+
+
+def assert_same_logits(got: torch.Tensor, expected: torch.Tensor) -> None:
+    scale = float(expected.abs().max())
+    diff = float((got - expected).abs().max())
+    assert diff <= RELATIVE_LOGIT_TOLERANCE * scale, f"logits differ by {diff:.3g} (largest logit {scale:.3g})"
+
+
+def greedy(max_new_tokens: int) -> SamplingParams:
+    return SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+
+
+def test_greedy_equals_transformers_generate(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer) -> None:
+    engine = cold_engine(model, tokenizer)
+    for prompt in (PROMPT, OTHER_PROMPT):
+        ids = tokenizer.encode(prompt)
+        expected = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, eos_token_id=None)
+        expected_text = tokenizer.decode(expected[0, len(ids):].tolist())
+        [[completion]] = engine.generate([prompt], greedy(24))
+        assert completion.finish_reason == "length" and completion.generated_tokens == 24
+        assert completion.text == expected_text
+
+
+def test_batch_of_different_prompts_equals_each_alone(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer) -> None:
+    engine = cold_engine(model, tokenizer)
+    alone = [engine.generate([p], greedy(16))[0][0] for p in (PROMPT, OTHER_PROMPT)]
+    together = engine.generate([PROMPT, OTHER_PROMPT], greedy(16))
+    assert [c[0] for c in together] == alone
+
+
+def test_batched_and_n_sample_logits_equal_cold_single_runs(
+    model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer
+) -> None:
+    engine = cold_engine(model, tokenizer)
+    single = {p: step_logits(engine, lambda p=p: engine.generate([p], greedy(12))) for p in (PROMPT, OTHER_PROMPT)}
+    # Two prompts of different lengths (left padding), three samples of the first.
+    batched = step_logits(engine, lambda: engine.generate([PROMPT, OTHER_PROMPT], greedy(12), n=3))
+    assert len(batched) == 12
+    for step, logits in enumerate(batched):
+        assert logits.shape[0] == 6
+        for row in range(3):
+            assert_same_logits(logits[row], single[PROMPT][step][0])
+        for row in range(3, 6):
+            assert_same_logits(logits[row], single[OTHER_PROMPT][step][0])
+
+
+@torch.no_grad()
+def test_cached_decoding_equals_a_full_forward_pass(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer) -> None:
+    engine = cold_engine(model, tokenizer)
+    ids = tokenizer.encode(PROMPT)
+    logits = step_logits(engine, lambda: engine.generate_tokens([ids], greedy(10)))
+    generated = [int(step[0].argmax()) for step in logits]
+    full = model(torch.tensor([ids + generated[:-1]]), use_cache=False).logits[0, len(ids) - 1 :]
+    assert_same_logits(torch.stack([step[0] for step in logits]), full)
+
+
+def test_prefix_cache_reuses_kv_and_gives_the_same_logits(
+    model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer
+) -> None:
+    warm = Engine(model, tokenizer, prefix_cache_size=4096)
+    cold = cold_engine(model, tokenizer)
+    warm.generate([OTHER_PROMPT], greedy(4))
+    assert len(warm.prefix_cache) == 1
+    typed = OTHER_PROMPT + "return"  # one more word typed in the editor
+    shared = len(tokenizer.encode(OTHER_PROMPT)) - 1
+    warm_logits = step_logits(warm, lambda: warm.generate([typed], greedy(8)))
+    assert warm.last_stats.reused_prefix_tokens >= shared
+    cold_logits = step_logits(cold, lambda: cold.generate([typed], greedy(8)))
+    assert cold.last_stats.reused_prefix_tokens == 0
+    for a, b in zip(warm_logits, cold_logits, strict=True):
+        assert_same_logits(a, b)
+    # The same prompt again: everything but the last token comes from the cache.
+    warm.generate([typed], greedy(2))
+    assert warm.last_stats.reused_prefix_tokens == len(tokenizer.encode(typed)) - 1
+
+
+def test_prefix_cache_stays_within_its_token_budget(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer) -> None:
+    engine = Engine(model, tokenizer, prefix_cache_size=40)
+    prompts = [f"# file {i}\n" + "x = 1\n" * 5 for i in range(6)]
+    for prompt in prompts:
+        engine.generate([prompt], greedy(1))
+        assert engine.prefix_cache.tokens <= 40
+    # The most recent prompt survives eviction.
+    engine.generate([prompts[-1]], greedy(1))
+    assert engine.last_stats.reused_prefix_tokens == len(tokenizer.encode(prompts[-1])) - 1
+
+
+def test_seeded_sampling_is_reproducible(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer) -> None:
+    engine = cold_engine(model, tokenizer)
+    params = SamplingParams(max_new_tokens=16, temperature=1.0, top_p=0.95, top_k=50, seed=1234)
+    first = engine.generate([PROMPT], params, n=4)
+    again = engine.generate([PROMPT], params, n=4)
+    assert first == again
+    texts = [c.text for c in first[0]]
+    assert len(set(texts)) > 1  # the samples differ from one another
+    other_seed = engine.generate([PROMPT], SamplingParams(max_new_tokens=16, temperature=1.0, seed=99), n=4)
+    assert [c.text for c in other_seed[0]] != texts
+
+
+def test_samples_split_over_batches_are_all_returned(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer) -> None:
+    engine = Engine(model, tokenizer, max_batch_size=3)
+    out = engine.generate([PROMPT, OTHER_PROMPT], SamplingParams(max_new_tokens=5, temperature=1.0, seed=7), n=5)
+    assert [len(c) for c in out] == [5, 5]
+    assert all(c.generated_tokens == 5 for per_prompt in out for c in per_prompt)
+
+
+def reference_text(engine: Engine, prompt: str, tokens: int) -> str:
+    [[completion]] = engine.generate([prompt], greedy(tokens))
+    return completion.text
+
+
+def greedy_tokens(model: CodeGeeXForCausalLM, ids: list[int], count: int) -> list[int]:
+    out = model.generate(torch.tensor([ids]), max_new_tokens=count, do_sample=False, eos_token_id=None)
+    return out[0, len(ids):].tolist()
+
+
+@pytest.mark.parametrize("where", ["inside a token", "across tokens"])
+def test_stop_strings_never_leak(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer, where: str) -> None:
+    engine = cold_engine(model, tokenizer)
+    full = reference_text(engine, PROMPT, 30)
+    generated = greedy_tokens(model, tokenizer.encode(PROMPT), 30)
+    ends = [len(tokenizer.decode(generated[: i + 1])) for i in range(len(generated))]
+    # A token from the fourth on whose text (and the next one's) has 3+ characters.
+    i = next(i for i in range(3, 28) if ends[i] - ends[i - 1] >= 3 and ends[i + 1] - ends[i] >= 3)
+    stop = full[ends[i] - 3 : ends[i] - 1] if where == "inside a token" else full[ends[i] - 2 : ends[i] + 2]
+    expected = full[: full.find(stop)]
+
+    [[completion]] = engine.generate([PROMPT], greedy(30), stop=[stop, "\x00never"])
+    assert completion.text == expected and completion.finish_reason == "stop"
+    deltas = list(engine.stream(PROMPT, greedy(30), stop=[stop, "\x00never"]))
+    assert "".join(deltas) == expected
+    assert all(stop not in d for d in deltas)
+
+
+def test_finished_callback_cuts_the_completion(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer) -> None:
+    engine = cold_engine(model, tokenizer)
+    full = reference_text(engine, PROMPT, 30)
+
+    def finished(text: str) -> int | None:
+        return 7 if len(text) >= 12 else None
+
+    [[completion]] = engine.generate([PROMPT], greedy(30), finished=finished)
+    assert completion.text == full[:7] and completion.finish_reason == "stop"
+    assert completion.generated_tokens < 30
+
+
+def test_streaming_holds_back_partial_utf8(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer) -> None:
+    from codeglm.engine import SampleText
+
+    text = "# 计算斐波那契数列 €\nx = 1"
+    ids = tokenizer.encode(text)
+    assert tokenizer.decode(ids[:3]).endswith("\ufffd")  # some character spans tokens
+    sample = SampleText(tokenizer, stop=["\nx ="], finished=None)
+    deltas = []
+    for token in ids:
+        sample.add(token, tokenizer.eos_token_id)
+        deltas.append(sample.take_delta())
+    assert all("\ufffd" not in d for d in deltas)
+    assert "".join(deltas) == text[: text.find("\nx =")]
+    assert sample.finish_reason == "stop"
+
+
+def test_eos_ends_a_sample_with_stop(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer) -> None:
+    generated = greedy_tokens(model, tokenizer.encode(PROMPT), 12)
+    # Call end-of-text the first token the model produces that it had not produced before.
+    k = next(k for k in range(1, 12) if generated[k] not in generated[:k])
+
+    class EosIsKth:  # the tokenizer, with another end-of-text id
+        eos_token_id = generated[k]
+        encode = staticmethod(tokenizer.encode)
+        decode = staticmethod(tokenizer.decode)
+
+    [[completion]] = Engine(model, EosIsKth(), prefix_cache_size=0).generate([PROMPT], greedy(12))
+    assert completion.finish_reason == "stop" and completion.generated_tokens == k + 1
+    assert completion.text == tokenizer.decode(generated[:k])
+
+
+def test_cancellation_stops_within_one_step(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer) -> None:
+    engine = cold_engine(model, tokenizer)
+    cancel = CancelToken()
+    steps: list[int] = []
+    steps_at_cancel: list[int] = []
+
+    def finished(text: str) -> None:
+        if len(text) >= 10 and not cancel.cancelled:
+            cancel.cancel()  # tripped while a token is being looked at
+            steps_at_cancel.append(len(steps))
+        return None
+
+    engine.logits_tap = lambda logits: steps.append(1)
+    [[completion]] = engine.generate([PROMPT], greedy(50), finished=finished, cancel=cancel)
+    engine.logits_tap = None
+    assert completion.finish_reason == "cancelled"
+    assert completion.generated_tokens == steps_at_cancel[0] == len(steps)  # no model step after the cancel
+    assert len(completion.text) >= 10
+    # Already cancelled: nothing is computed at all.
+    [[completion]] = engine.generate([PROMPT], greedy(50), cancel=cancel)
+    assert completion.finish_reason == "cancelled" and completion.generated_tokens == 0
+
+
+def test_cancelling_a_stream_from_another_thread(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer) -> None:
+    engine = cold_engine(model, tokenizer)
+    cancel = CancelToken()
+    steps: list[int] = []
+    engine.logits_tap = lambda logits: steps.append(1)
+    stream = engine.stream(PROMPT, greedy(200), cancel=cancel)
+    next(stream)
+    worker = threading.Thread(target=cancel.cancel)
+    worker.start()
+    worker.join()
+    seen_at_cancel = len(steps)
+    rest = list(stream)
+    engine.logits_tap = None
+    assert len(steps) == seen_at_cancel and len(rest) <= 1
+    assert seen_at_cancel < 200
+
+
+def test_context_limit_and_empty_prompt(tokenizer: CodeGeeXTokenizer) -> None:
+    small = Engine(tiny_model(context=32), tokenizer, prefix_cache_size=0)
+    prompt_ids = tokenizer.encode(OTHER_PROMPT)
+    assert len(prompt_ids) < 32
+    [[completion]] = small.generate_tokens([prompt_ids], greedy(100))
+    assert completion.finish_reason == "length" and completion.generated_tokens == 32 - len(prompt_ids)
+    with pytest.raises(ValueError, match="context"):
+        small.generate(["x = 1\n" * 40], greedy(4))
+    with pytest.raises(ValueError, match="empty prompt"):
+        small.generate([""], greedy(4))
+
+
+def test_load_engine_from_a_saved_directory(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer, tmp_path: Path) -> None:
+    model.save_pretrained(tmp_path)
+    tokenizer.save(tmp_path)
+    engine = load_engine(tmp_path, prefix_cache_size=0)
+    assert engine.context_length == 256
+    assert engine.generate([PROMPT], greedy(8)) == cold_engine(model, tokenizer).generate([PROMPT], greedy(8))
+    with pytest.raises(ValueError, match="unknown dtype"):
+        load_model(tmp_path, dtype="int4")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_model(tmp_path / "missing")
