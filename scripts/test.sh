@@ -5,5 +5,6 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check codeglm lsp evals tests bench
 .venv/bin/python -m pytest -q "$@"
 if [ -z "${SKIP_EXTENSION:-}" ] && [ -f vscode-extension/package.json ]; then
-  (cd vscode-extension && npm run compile && npm test)
+  bash scripts/test-extension.sh
+  [ -n "${SKIP_E2E:-}" ] || bash scripts/e2e-extension.sh
 fi

@@ -1,0 +1,3 @@
+def fibonacci(n):
+    """Return the n-th Fibonacci number."""
+    
