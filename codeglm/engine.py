@@ -27,6 +27,7 @@ from typing import Protocol
 import torch
 
 from codeglm.backends.base import CancelToken, Completion, FinishedCallback, SamplingParams
+from codeglm.backends.text_rules import first_stop, held_back_length
 from codeglm.kv_cache import CacheShape, StaticKVCache
 from codeglm.model import CodeGeeXForCausalLM
 from codeglm.prefix_cache import PrefixCache
@@ -114,23 +115,6 @@ class SampleText:
 
     def completion(self) -> Completion:
         return Completion(text=self.text, finish_reason=self.finish_reason or "length", generated_tokens=len(self.token_ids))
-
-
-def first_stop(text: str, stop: Sequence[str]) -> int | None:
-    """Where the earliest occurrence of any stop string starts, or None."""
-    found = [i for i in (text.find(s) for s in stop) if i >= 0]
-    return min(found) if found else None
-
-
-def held_back_length(text: str, stop: Sequence[str]) -> int:
-    """Length of the longest end of ``text`` that is the start of a stop string."""
-    held = 0
-    for s in stop:
-        for k in range(min(len(s) - 1, len(text)), held, -1):
-            if text.endswith(s[:k]):
-                held = k
-                break
-    return held
 
 
 @dataclass(frozen=True)

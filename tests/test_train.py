@@ -182,12 +182,9 @@ def test_data_parallel_under_torchrun(tmp_path: Path) -> None:
 
 
 def test_reuses_a_given_tokenizer(tmp_path: Path) -> None:
-    from codeglm.paths import DataNotFoundError, tokenizer_dir
+    from codeglm.paths import tokenizer_dir
 
-    try:
-        codegeex = tokenizer_dir()
-    except DataNotFoundError:
-        pytest.skip("shared CodeGeeX tokenizer not found")
+    codegeex = tokenizer_dir()  # tests always have the shared data (CODEGLM_DATA or ../shared/data)
     settings = tiny_settings(
         write_corpus(tmp_path), tmp_path / "out", tokenizer=str(codegeex), max_steps=2, eval_every=2
     )
