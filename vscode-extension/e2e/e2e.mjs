@@ -148,7 +148,9 @@ if (!failedEarly) {
       await page.screenshot({ path: path.resolve(docsShotArg) });
     }
     await page.keyboard.press('Tab');
-    await page.locator('.ghost-text-decoration').waitFor({ state: 'detached', timeout: 10000 });
+    // (a long suggestion renders as several spans, so wait on the count, not one element)
+    await waitFor('the ghost text gone after Tab',
+      async () => (await page.locator(`${SELECTORS.activeEditor} :is(${SELECTORS.ghostText})`).count()) === 0, 10000);
     const firstLine = ghost.split('\n')[0];
     const text = await editorText(page);
     if (!text.includes(PY_TYPED + firstLine)) throw new Error(`after Tab the editor shows:\n${text}`);
