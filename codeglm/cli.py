@@ -14,7 +14,7 @@ import sys
 # name -> (module, one-line help). Add a row to add a command.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("codeglm.convert", "convert an original CodeGeeX checkpoint into a model directory"),
-    "eval": ("evals.cli", "HumanEval-X: generate, execute, report, selfcheck, completion benchmark"),
+    "eval": ("evals.cli", "HumanEval-X: generate, execute, report, selfcheck, translate, completion benchmark"),
     "complete": ("codeglm.complete_cli", "complete code at a position in a file"),
     "generate": ("codeglm.generate_cli", "continue a prompt with any backend, streamed to the terminal"),
     "serve-api": ("codeglm.serve_api", "serve an OpenAI-compatible completions API in front of any backend"),

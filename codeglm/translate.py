@@ -109,7 +109,14 @@ class UnitResult:
 
 @dataclass(frozen=True)
 class UnitEvent:
-    """Progress: ``status`` is "start", "retry", "done" or "failed"; ``index`` is 0-based."""
+    """Progress of one unit. ``status`` is "start", "retry", "done" or "failed".
+
+    ``index`` (0-based) and ``total`` count units, never attempts: a retry is another
+    attempt at unit ``index``. ``attempt`` is the 0-based attempt the event is about
+    (for "retry", which retry this is: 1 to ``max_retries``; for "done"/"failed", the
+    retries used). ``message``: why the last attempt was rejected ("retry", "failed").
+    ``codeglm.translate_progress`` turns events into progress lines.
+    """
 
     index: int
     total: int
@@ -117,6 +124,7 @@ class UnitEvent:
     status: str
     attempt: int = 0
     message: str = ""
+    max_retries: int = 0
 
 
 @dataclass(frozen=True)
@@ -630,7 +638,7 @@ def translate(
         if cancel is not None and cancel.cancelled:
             raise CancelledError("translation cancelled")
         unit_started = time.monotonic()
-        _emit(on_unit, UnitEvent(index, len(units), unit.label, "start"))
+        _emit(on_unit, UnitEvent(index, len(units), unit.label, "start", max_retries=request.max_retries))
         plan = plan_prompt(
             unit, source, target, backend, source_imports, target_imports, signatures, request.max_new_tokens
         )
@@ -639,14 +647,14 @@ def translate(
             text = failure_comment(target, source, unit, 0, problem, "")
             result = UnitResult(index, unit, text, False, 0, problem, 0, time.monotonic() - unit_started)
             results.append(result)
-            _emit(on_unit, UnitEvent(index, len(units), unit.label, "failed", 0, problem))
+            _emit(on_unit, UnitEvent(index, len(units), unit.label, "failed", 0, problem, request.max_retries))
             continue
         attempt_text, problem, attempts = "", "", 0
         for attempt in range(request.max_retries + 1):
             attempts = attempt + 1
             if attempt > 0:
                 retries += 1
-                _emit(on_unit, UnitEvent(index, len(units), unit.label, "retry", attempt, problem))
+                _emit(on_unit, UnitEvent(index, len(units), unit.label, "retry", attempt, problem, request.max_retries))
             generation = backend.generate(
                 GenerationRequest(
                     prompt=plan.prompt,
@@ -666,13 +674,13 @@ def translate(
         if problem:
             text = failure_comment(target, source, unit, attempts, problem, attempt_text)
             results.append(UnitResult(index, unit, text, False, attempts, problem, plan.prompt_tokens, seconds))
-            _emit(on_unit, UnitEvent(index, len(units), unit.label, "failed", attempts - 1, problem))
+            _emit(on_unit, UnitEvent(index, len(units), unit.label, "failed", attempts - 1, problem, request.max_retries))
             continue
         results.append(UnitResult(index, unit, attempt_text, True, attempts, "", plan.prompt_tokens, seconds))
         _, imports, rest = split_imports(target, attempt_text)
         target_imports.extend(i for i in imports if i not in target_imports)
         signatures.extend(s for s in signatures_of(target, rest) if s not in signatures)
-        _emit(on_unit, UnitEvent(index, len(units), unit.label, "done", attempts - 1))
+        _emit(on_unit, UnitEvent(index, len(units), unit.label, "done", attempts - 1, "", request.max_retries))
     text = join_translations(target, results, request.class_name or "Main")
     return TranslationResult(
         text=text,

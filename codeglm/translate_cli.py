@@ -3,9 +3,10 @@
 The output goes to ``-o OUT`` (``-`` for stdout), else next to the source under the
 target's conventional name (``FooBar.java`` -> ``foo_bar.py``); reading stdin
 (``SRC = -``) writes to stdout unless ``-o`` says otherwise. An existing file is never
-overwritten without ``--force``. Progress goes to stderr, one line per unit, and a
-summary ends the run. Exit status: 0 all units translated, 3 the file was written but
-some units failed (they are in marked comments in it), 1 an error, 2 a usage error.
+overwritten without ``--force``. Progress goes to stderr, a line per unit and per retry
+(``unit 2 of 5: retry 1 of 2 for function add (...)``), and a summary ends the run.
+Exit status: 0 all units translated, 3 the file was written but some units failed (they
+are in marked comments in it), 1 an error, 2 a usage error.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from codeglm.translate import (
     resolve_pair,
     translate,
 )
+from codeglm.translate_progress import progress_line
 
 BACKEND_ENV = "CODEGLM_BACKEND"
 EXIT_UNITS_FAILED = 3
@@ -71,18 +73,11 @@ def load_backend(spec: str | None) -> Backend:
 
 
 def progress_printer(stream: TextIO) -> Callable[[UnitEvent], None]:
-    """An ``on_unit`` callback writing one line per event to ``stream``."""
+    """An ``on_unit`` callback writing one line per event to ``stream`` (the language
+    server's ``$/progress`` words: ``unit 2 of 5: retry 1 of 2 for function add (...)``)."""
 
     def on_unit(event: UnitEvent) -> None:
-        head = f"[{event.index + 1}/{event.total}] {event.label}"
-        if event.status == "start":
-            stream.write(f"{head} ...\n")
-        elif event.status == "retry":
-            stream.write(f"{head}: retry {event.attempt} ({event.message})\n")
-        elif event.status == "done":
-            stream.write(f"{head}: ok\n")
-        else:
-            stream.write(f"{head}: FAILED ({event.message}); kept as a marked comment\n")
+        stream.write(progress_line(event) + "\n")
         stream.flush()
 
     return on_unit

@@ -1,5 +1,5 @@
-"""``codeglm eval``: generate, execute, report, selfcheck (and ``completion``, the completion
-benchmark, when ``evals.completion_bench`` is present)."""
+"""``codeglm eval``: generate, execute, report, selfcheck, translate (and ``completion``, the
+completion benchmark, when ``evals.completion_bench`` is present)."""
 
 from __future__ import annotations
 
@@ -9,63 +9,52 @@ import os
 import sys
 from pathlib import Path
 
+from evals.arguments import (
+    add_data_arguments,
+    add_execution_arguments,
+    add_k_argument,
+    add_progress_argument,
+    add_sampling_arguments,
+)
 from evals.dataset import DatasetError, load_tasks, parse_languages
 from evals.toolchains import ToolchainError, check_toolchain
-
-
-def _common_data(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, help="directory with humaneval_<lang>.jsonl(.gz) (default: CODEGLM_DATA)")
-    parser.add_argument("--no-patches", action="store_true", help="use the dataset as shipped, without the patch table")
-
-
-def _ks(text: str) -> list[int]:
-    try:
-        ks = [int(k) for k in text.split(",") if k.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--k wants integers like 1,10,100, got {text!r}") from None
-    if not ks or min(ks) < 1:
-        raise argparse.ArgumentTypeError("--k values must be >= 1")
-    return ks
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="eval_command", required=True)
 
     gen = sub.add_parser("generate", help="sample completions for HumanEval-X problems with a backend")
-    gen.add_argument("--backend", default=None, help="backend spec (see codeglm.backends.load_backend)")
     gen.add_argument("--language", default="python,cpp,java,js,go,rust", help="comma-separated languages")
-    gen.add_argument("--n", type=int, default=200, help="samples per problem")
-    gen.add_argument("--batch-size", type=int, default=20, help="samples per backend request")
-    gen.add_argument("--temperature", type=float, default=0.8)
-    gen.add_argument("--top-p", type=float, default=0.95)
-    gen.add_argument("--top-k", type=int, default=0)
-    gen.add_argument("--max-new-tokens", type=int, default=512)
-    gen.add_argument("--seed", type=int, default=None)
-    gen.add_argument("--limit", type=int, default=None, help="only the first N problems per language")
-    gen.add_argument("--no-progress", action="store_true")
-    gen.add_argument("-o", "--output", type=Path, required=True)
-    _common_data(gen)
+    add_sampling_arguments(gen, n=200, temperature=0.8)
+    add_progress_argument(gen)
+    gen.add_argument("-o", "--output", type=Path, required=True, help="samples file (JSON lines; appended to)")
+    add_data_arguments(gen)
 
     ex = sub.add_parser("execute", help="build and run samples in sandboxes; write results.jsonl")
     ex.add_argument("samples", type=Path)
-    ex.add_argument("-o", "--output", type=Path, required=True)
-    ex.add_argument("--workers", type=int, default=None, help="parallel sandboxes (default: one per core)")
-    ex.add_argument("--timeout", type=float, default=10.0, help="wall-clock seconds per program run")
-    ex.add_argument("--no-progress", action="store_true")
-    _common_data(ex)
+    ex.add_argument("-o", "--output", type=Path, required=True, help="results file (JSON lines)")
+    add_execution_arguments(ex)
+    add_progress_argument(ex)
+    add_data_arguments(ex)
 
-    rep = sub.add_parser("report", help="pass@k from results.jsonl")
-    rep.add_argument("results", type=Path)
-    rep.add_argument("--k", type=_ks, default=[1, 10, 100])
-    rep.add_argument("--json", action="store_true", help="print one JSON object {language: {pass@k: x}}")
-    rep.add_argument("--plot", type=Path, help="also draw a bar chart to this PNG file")
+    rep = sub.add_parser(
+        "report", help="pass@k from results.jsonl, or per language pair from a translation run directory"
+    )
+    rep.add_argument("results", type=Path, help="a results.jsonl file, or a `codeglm eval translate` run directory")
+    add_k_argument(rep)
+    rep.add_argument("--json", action="store_true", help="print one JSON object {language or pair: {pass@k: x}}")
+    rep.add_argument("--plot", type=Path, help="also draw a bar chart to this PNG file (results files only)")
 
     sc = sub.add_parser("selfcheck", help="canonical solutions must pass, empty completions must fail")
     sc.add_argument("--language", default=None, help="comma-separated languages (default: all six)")
-    sc.add_argument("--workers", type=int, default=None)
-    sc.add_argument("--timeout", type=float, default=15.0)
-    sc.add_argument("--no-progress", action="store_true")
-    _common_data(sc)
+    add_execution_arguments(sc, timeout=15.0)
+    add_progress_argument(sc)
+    add_data_arguments(sc)
+
+    from evals import translation
+
+    tr = sub.add_parser("translate", help="the HumanEval-X translation task: generate, execute, report per language pair")
+    translation.add_arguments(tr)
 
     # The completion benchmark lives in its own module (another area); register it when present.
     if importlib.util.find_spec("evals.completion_bench") is not None:
@@ -93,6 +82,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _report(args)
     if command == "selfcheck":
         return _selfcheck(args)
+    if command == "translate":
+        from evals import translation
+
+        return translation.run(args)
     if command == "completion":
         from evals import completion_bench
 
@@ -111,9 +104,6 @@ def _generate(args: argparse.Namespace) -> int:
     from codeglm.backends.base import BackendError
     from evals.generate import GenerateSettings, generate_samples
 
-    if args.n < 1 or args.batch_size < 1:
-        print("codeglm eval generate: --n and --batch-size must be >= 1", file=sys.stderr)
-        return 2
     languages = parse_languages(args.language)
     tasks = list(_load(languages, args).values())
     if args.limit is not None:
@@ -181,6 +171,8 @@ def _execute(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from evals.report import load_table, markdown, plot, to_json
 
+    if args.results.is_dir():
+        return _report_translation(args)
     if not args.results.is_file():
         print(f"codeglm eval report: no results file {args.results}", file=sys.stderr)
         return 1
@@ -193,6 +185,24 @@ def _report(args: argparse.Namespace) -> int:
         plot(table, args.k, args.plot)
         print(f"report: chart written to {args.plot}", file=sys.stderr)
     return 0
+
+
+def _report_translation(args: argparse.Namespace) -> int:
+    """A directory is a translation run: pass@k per language pair."""
+    from evals import translation
+
+    if not translation.is_run_dir(args.results):
+        print(
+            f"codeglm eval report: {args.results} is a directory but not a translation run (no <src>-to-<tgt>/ "
+            "inside); give a results.jsonl file or a `codeglm eval translate` run directory",
+            file=sys.stderr,
+        )
+        return 1
+    if args.plot:
+        print("codeglm eval report: --plot draws a results file's languages; a translation run has no chart "
+              "(use --json for its numbers)", file=sys.stderr)
+        return 2
+    return translation.print_report(args.results, args.k, args.json, "codeglm eval report")
 
 
 def _selfcheck(args: argparse.Namespace) -> int:

@@ -31,7 +31,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from codeglm.translate import translation_prompt
+from evals.arguments import (
+    add_data_arguments,
+    add_execution_arguments,
+    add_k_argument,
+    add_progress_argument,
+    add_sampling_arguments,
+)
 from evals.dataset import LANGUAGES, DatasetError, Task, language_id, load_tasks, parse_languages
 
 PAIR_SEPARATOR = "-to-"
@@ -49,6 +55,10 @@ class Pair:
     @property
     def title(self) -> str:
         return f"{LANGUAGES[self.source].display_name} -> {LANGUAGES[self.target].display_name}"
+
+
+# A report row: the pair, how many problems have results, {"pass@k": value}.
+Row = tuple[Pair, int, dict[str, float]]
 
 
 def all_pairs(languages: Iterable[str] | None = None) -> list[Pair]:
@@ -83,6 +93,8 @@ def source_code(task: Task) -> str:
 
 def prompt_for(source_task: Task, target_task: Task) -> str:
     """The reference's translation prompt for one problem."""
+    from codeglm.translate import translation_prompt  # tree-sitter and all: only when prompting
+
     return translation_prompt(
         LANGUAGES[source_task.language].display_name,
         source_code(source_task),
@@ -114,6 +126,7 @@ class TranslationSettings:
     batch_size: int = 20
     temperature: float = 0.2
     top_p: float = 0.95
+    top_k: int = 0
     max_new_tokens: int = 512
     seed: int | None = None
 
@@ -155,6 +168,7 @@ def generate_pair(
                     max_new_tokens=settings.max_new_tokens,
                     temperature=settings.temperature,
                     top_p=settings.top_p,
+                    top_k=settings.top_k,
                     seed=seed,
                 )
                 completions = backend.generate(GenerationRequest(prompt=prompt, params=params, n=count))  # type: ignore[attr-defined]
@@ -193,7 +207,7 @@ def pair_dirs(run_dir: Path) -> list[tuple[Pair, Path]]:
     return found
 
 
-def report_rows(run_dir: Path, ks: list[int]) -> list[tuple[Pair, int, dict[str, float]]]:
+def report_rows(run_dir: Path, ks: list[int]) -> list[Row]:
     """(pair, problems, {pass@k: value}) for every pair with results."""
     from evals.execute import read_results
     from evals.metrics import count_per_task, pass_at_k_table
@@ -213,49 +227,67 @@ def report_rows(run_dir: Path, ks: list[int]) -> list[tuple[Pair, int, dict[str,
 
 
 def report_markdown(run_dir: Path, ks: list[int]) -> str:
+    return rows_markdown(report_rows(run_dir, ks), ks)
+
+
+def rows_markdown(rows: list[Row], ks: list[int]) -> str:
+    """| pair | problems | pass@k ... | with "n/a" where k exceeds a problem's samples."""
     columns = [f"pass@{k}" for k in sorted(set(ks))]
     lines = ["| pair | problems | " + " | ".join(columns) + " |", "|---|---:|" + "---:|" * len(columns)]
-    for pair, problems, row in report_rows(run_dir, ks):
+    for pair, problems, row in rows:
         cells = [f"{100 * row[c]:.2f}%" if c in row else "n/a" for c in columns]
         lines.append(f"| {pair.title} | {problems} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def rows_json(rows: list[Row]) -> str:
+    """``{"python-to-cpp": {"pass@1": x, ...}, ...}``."""
+    return json.dumps({pair.name: row for pair, _, row in rows})
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` is a translation run directory (has ``<src>-to-<tgt>`` subdirectories)."""
+    return path.is_dir() and bool(pair_dirs(path))
+
+
+def print_report(run_dir: Path, ks: list[int], as_json: bool, command: str) -> int:
+    """Print the per-pair pass@k of ``run_dir`` (markdown or JSON); 1 with a message when it has none."""
+    if not is_run_dir(run_dir):
+        print(f"{command}: {run_dir} is not a translation run directory (no <src>-to-<tgt>/ inside)", file=sys.stderr)
+        return 1
+    rows = report_rows(run_dir, ks)
+    if not rows:
+        print(
+            f"{command}: no results under {run_dir}; run `codeglm eval translate execute {run_dir}` first",
+            file=sys.stderr,
+        )
+        return 1
+    print(rows_json(rows) if as_json else rows_markdown(rows, ks))
+    return 0
+
+
 # --- ``codeglm eval translate`` ----------------------------------------------------------
 
-
-def _ks(text: str) -> list[int]:
-    try:
-        ks = [int(k) for k in text.split(",") if k.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--k wants integers like 1,10,100, got {text!r}") from None
-    if not ks or min(ks) < 1:
-        raise argparse.ArgumentTypeError("--k values must be >= 1")
-    return ks
+COMMAND = "codeglm eval translate"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="translate_command", required=True)
     gen = sub.add_parser("generate", help="sample translations for every pair with a backend")
-    gen.add_argument("--backend", default=None, help="backend spec (default: the default model)")
     gen.add_argument("--pairs", default=None, help="e.g. python-to-cpp,java-to-go (default: all 30)")
-    gen.add_argument("--n", type=int, default=1, help="samples per problem and pair")
-    gen.add_argument("--batch-size", type=int, default=20)
-    gen.add_argument("--temperature", type=float, default=0.2)
-    gen.add_argument("--top-p", type=float, default=0.95)
-    gen.add_argument("--max-new-tokens", type=int, default=512)
-    gen.add_argument("--seed", type=int, default=None)
-    gen.add_argument("--limit", type=int, default=None, help="only problems numbered below N")
-    gen.add_argument("-o", "--output", type=Path, required=True, help="run directory")
-    gen.add_argument("--data", type=Path, default=None)
+    add_sampling_arguments(gen, n=1, temperature=0.2)
+    add_progress_argument(gen)
+    gen.add_argument("-o", "--output", type=Path, required=True, help="run directory (one subdirectory per pair)")
+    add_data_arguments(gen)
     ex = sub.add_parser("execute", help="run the target language's tests on every pair's samples")
     ex.add_argument("run_dir", type=Path)
-    ex.add_argument("--workers", type=int, default=None)
-    ex.add_argument("--timeout", type=float, default=10.0)
-    ex.add_argument("--data", type=Path, default=None)
+    add_execution_arguments(ex)
+    add_progress_argument(ex)
+    add_data_arguments(ex)
     rep = sub.add_parser("report", help="pass@k per pair")
     rep.add_argument("run_dir", type=Path)
-    rep.add_argument("--k", type=_ks, default=[1, 10, 100])
+    add_k_argument(rep)
+    rep.add_argument("--json", action="store_true", help="print one JSON object {pair: {pass@k: x}}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -264,32 +296,45 @@ def run(args: argparse.Namespace) -> int:
             return _generate(args)
         if args.translate_command == "execute":
             return _execute(args)
-        return _report(args)
+        return print_report(args.run_dir, args.k, args.json, COMMAND)
     except (DatasetError, OSError) as exc:
-        print(f"codeglm eval translate: {exc}", file=sys.stderr)
+        print(f"{COMMAND}: {exc}", file=sys.stderr)
         return 1
+
+
+def _load(languages: list[str], args: argparse.Namespace) -> dict[str, Task]:
+    tasks, problems = load_tasks(languages, args.data, patched=not args.no_patches)
+    for problem in problems:
+        print(f"dataset: {problem} (skipped)", file=sys.stderr)
+    return tasks
 
 
 def _generate(args: argparse.Namespace) -> int:
     from codeglm.backends import BackendError, load_backend
 
     pairs = parse_pairs(args.pairs)
-    languages = sorted({p.source for p in pairs} | {p.target for p in pairs})
-    tasks, problems = load_tasks(languages, args.data)
-    for problem in problems:
-        print(f"dataset: {problem} (skipped)", file=sys.stderr)
-    settings = TranslationSettings(args.n, args.batch_size, args.temperature, args.top_p, args.max_new_tokens, args.seed)
+    tasks = _load(sorted({p.source for p in pairs} | {p.target for p in pairs}), args)
+    settings = TranslationSettings(
+        n=args.n,
+        batch_size=args.batch_size,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
     try:
         backend = load_backend(args.backend)
     except (BackendError, ValueError) as exc:
-        print(f"codeglm eval translate: {exc}", file=sys.stderr)
+        print(f"{COMMAND}: {exc}", file=sys.stderr)
         return 1
     try:
         for pair in pairs:
-            made = generate_pair(backend, pair, tasks, settings, args.output / pair.name / "samples.jsonl", args.limit)
+            output = args.output / pair.name / "samples.jsonl"
+            made = generate_pair(backend, pair, tasks, settings, output, args.limit, not args.no_progress)
             print(f"translate {pair.name}: {made} new samples", file=sys.stderr)
     except BackendError as exc:
-        print(f"codeglm eval translate: {exc}", file=sys.stderr)
+        print(f"{COMMAND}: {exc}", file=sys.stderr)
         return 1
     finally:
         backend.close()
@@ -302,34 +347,30 @@ def _execute(args: argparse.Namespace) -> int:
 
     found = [(pair, path) for pair, path in pair_dirs(args.run_dir) if (path / "samples.jsonl").is_file()]
     if not found:
-        print(f"codeglm eval translate: no <src>-to-<tgt>/samples.jsonl under {args.run_dir}", file=sys.stderr)
+        print(f"{COMMAND}: no <src>-to-<tgt>/samples.jsonl under {args.run_dir}", file=sys.stderr)
         return 1
     targets = sorted({pair.target for pair, _ in found})
     missing = {lang: problem for lang in targets if (problem := check_toolchain(lang))}
     for lang, problem in missing.items():
-        print(f"codeglm eval translate: {lang}: {problem} (its pairs are skipped)", file=sys.stderr)
-    tasks, _ = load_tasks([t for t in targets if t not in missing], args.data)
-    scoring = scoring_tasks(tasks)
+        print(f"{COMMAND}: {lang}: {problem} (its pairs are skipped)", file=sys.stderr)
+    scoring = scoring_tasks(_load([t for t in targets if t not in missing], args))
     for pair, path in found:
         if pair.target in missing:
             continue
         summary = execute_file(
-            path / "samples.jsonl", path / "results.jsonl", scoring, args.workers or os.cpu_count(), args.timeout, False
+            path / "samples.jsonl",
+            path / "results.jsonl",
+            scoring,
+            args.workers or os.cpu_count(),
+            args.timeout,
+            not args.no_progress,
         )
         print(f"execute {pair.name}: {summary.total} samples, {summary.executed} run, {summary.seconds:.1f}s", file=sys.stderr)
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
-    if not report_rows(args.run_dir, args.k):
-        print(f"codeglm eval translate: no results under {args.run_dir}", file=sys.stderr)
-        return 1
-    print(report_markdown(args.run_dir, args.k))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``python -m evals.translation`` (the same as ``codeglm eval translate`` once registered)."""
+    """``python -m evals.translation ...``: the same as ``codeglm eval translate ...``."""
     parser = argparse.ArgumentParser(prog="python -m evals.translation", description="HumanEval-X translation task")
     add_arguments(parser)
     return run(parser.parse_args(argv))

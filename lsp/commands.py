@@ -18,16 +18,20 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lsprotocol import types
 from pygls.uris import from_fs_path, to_fs_path
 
 from codeglm.backends.base import Backend, BackendError, CancelledError, CancelToken
 from codeglm.languages import Language, UnsupportedLanguageError, get_language
+from codeglm.translate_progress import progress_line, progress_percentage, unit_name
 from lsp.positions import utf16_to_index
+
+if TYPE_CHECKING:
+    from codeglm.translate import UnitEvent
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +57,26 @@ class TranslateCommand:
 
 @dataclass(frozen=True)
 class TranslationOutcome:
+    """The command's result. ``message``: why the file was not written (in the JSON result);
+    ``failure_notice``: the failed units in words, for the user (not in the JSON result,
+    whose ``failedUnits`` has them as data)."""
+
     text: str
     uri: str | None
     failed_units: list[dict[str, Any]]
     message: str | None = None
+    failure_notice: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         result: dict[str, Any] = {"text": self.text, "uri": self.uri, "failedUnits": self.failed_units}
         if self.message:
             result["message"] = self.message
         return result
+
+    def notice(self) -> str | None:
+        """One warning for the user (``window/showMessage``), or None when all went well."""
+        parts = [part for part in (self.failure_notice, self.message) if part]
+        return "; ".join(parts) or None
 
 
 def _position(value: object, where: str) -> types.Position:
@@ -175,17 +189,37 @@ class TranslationClient(Protocol):
     def can_create_files(self) -> bool: ...
 
 
-def progress_message(event: Any) -> tuple[str, int]:
-    """The progress line and percentage for a ``codeglm.translate.UnitEvent``."""
-    finished = event.status in ("done", "failed")
-    done = event.index + (1 if finished else 0)
-    percentage = int(100 * done / event.total) if event.total else 100
-    what = {"start": "translating", "retry": f"retrying (attempt {event.attempt + 1})",
-            "done": "translated", "failed": "could not translate"}.get(event.status, event.status)
-    message = f"{event.index + 1}/{event.total} {what} {event.label}"
-    if event.message and event.status in ("retry", "failed"):
-        message += f": {event.message}"
-    return message, percentage
+def progress_message(event: UnitEvent) -> tuple[str, int]:
+    """The ``$/progress`` message and percentage for a translation event.
+
+    The same words as the terminal: "unit 2 of 5: retry 1 of 2 for function add (...)";
+    the percentage stays within 0-100 and never goes back over one translation's events.
+    """
+    return progress_line(event), progress_percentage(event)
+
+
+def failed_units_notice(failed: list[dict[str, Any]], total: int, target_name: str) -> str | None:
+    """The failed units (as ``failed_unit_json`` gives them) in one sentence, or None."""
+    if not failed:
+        return None
+    units = "; ".join(
+        f"{unit_name(u['name'])} (source lines {u['startLine'] + 1}-{u['endLine'] + 1}: {u['problem']})" for u in failed
+    )
+    kept = "is kept as a marked comment" if len(failed) == 1 else "are kept as marked comments"
+    return (
+        f"{len(failed)} of {total} unit{'' if total == 1 else 's'} did not translate into valid {target_name} "
+        f"and {kept} in the translation: {units}"
+    )
+
+
+def progress_end_message(units: int, failed: int, retries: int, seconds: float) -> str:
+    """The last ``$/progress`` line: counts only (the failed units are in the warning)."""
+    line = f"translated {units - failed} of {units} unit{'' if units == 1 else 's'}"
+    if failed:
+        line += f", {failed} kept as {'a marked comment' if failed == 1 else 'marked comments'}"
+    if retries:
+        line += f", {retries} retr{'y' if retries == 1 else 'ies'}"
+    return f"{line}, {seconds:.1f}s"
 
 
 async def run_translation(
@@ -235,10 +269,13 @@ async def run_translation(
         client.end_progress(token, "failed")
         raise CommandError(f"translation failed: {exc}") from exc
     failed = [failed_unit_json(unit) for unit in result.failed_units]
-    client.end_progress(token, result.summary())
-    if not command.create_file:
-        return TranslationOutcome(result.text, None, failed)
-    return await _create_file(command, target_path, result.text, failed, client)
+    client.end_progress(token, progress_end_message(len(result.units), len(failed), result.retries, result.seconds))
+    outcome = (
+        await _create_file(command, target_path, result.text, failed, client)
+        if command.create_file
+        else TranslationOutcome(result.text, None, failed)
+    )
+    return replace(outcome, failure_notice=failed_units_notice(failed, len(result.units), command.target.display_name))
 
 
 async def _create_file(

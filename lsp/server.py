@@ -325,10 +325,9 @@ async def _translate(ls: CodeglmServer, arguments: tuple[object, ...], *, select
     finally:
         if msg_id is not None:
             protocol.cancel_listeners.pop(msg_id, None)
-    if outcome.message:
-        ls.show_message("warning", outcome.message)
-    if outcome.failed_units:
-        ls.show_message("warning", f"{len(outcome.failed_units)} unit(s) did not translate cleanly; see failedUnits")
+    notice = outcome.notice()
+    if notice:
+        ls.show_message("warning", notice)
     return outcome.to_json()
 
 

@@ -428,6 +428,20 @@ async def test_translate_file_command_rejects_bad_arguments_clearly(
         close_document(client, uri)
 
 
+async def _warnings(client: LanguageClient, since: int, count: int) -> list[str]:
+    """The warnings (window/showMessage) after the first ``since`` messages, once ``count``
+    arrived (or 10 s passed)."""
+
+    def found() -> list[str]:
+        return [m.message for m in client.messages[since:] if m.type == types.MessageType.Warning]
+
+    deadline = time.monotonic() + 10
+    while len(found()) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)  # a duplicate would arrive right behind
+    return found()
+
+
 async def test_translate_file_creates_the_file_only_as_asked(
     server: tuple[LanguageClient, Recorder], tmp_path: Path
 ) -> None:
@@ -436,6 +450,7 @@ async def test_translate_file_creates_the_file_only_as_asked(
     uri = open_document(client, tmp_path / "Main.java", "java", source)
     try:
         configure(client, {"maxTokens": 48})
+        seen = len(client.messages)
         plain = await client.workspace_execute_command_async(
             types.ExecuteCommandParams(command="codeglm.translateFile", arguments=[{"uri": uri, "targetLanguage": "python"}])
         )
@@ -446,6 +461,12 @@ async def test_translate_file_creates_the_file_only_as_asked(
         assert isinstance(reports[0], types.WorkDoneProgressBegin) and reports[0].cancellable
         assert any(isinstance(r, types.WorkDoneProgressReport) and "translat" in (r.message or "") for r in reports)
         assert isinstance(reports[-1], types.WorkDoneProgressEnd)
+        # Units are counted as units (a retry is not a new one) and the bar only moves forward.
+        for token_reports in client.progress_reports.values():
+            steps = [r for r in token_reports if isinstance(r, types.WorkDoneProgressReport)]
+            assert all((r.message or "").startswith("unit ") for r in steps), steps
+            percentages = [r.percentage for r in steps]
+            assert percentages == sorted(percentages) and all(0 <= p <= 100 for p in percentages), percentages
 
         created = await client.workspace_execute_command_async(
             types.ExecuteCommandParams(
@@ -458,8 +479,13 @@ async def test_translate_file_creates_the_file_only_as_asked(
         new_file = Path(to_fs_path(created["uri"]) or "")
         assert new_file.parent == tmp_path and new_file.suffix == ".py"
         assert new_file.read_text(encoding="utf-8") == created["text"]
-        # Random weights do not translate: the failures are reported unit by unit.
+        # Random weights do not translate: the failures are reported unit by unit, and the
+        # user gets one warning naming them.
         assert created["failedUnits"], created
+        warnings = await _warnings(client, seen, 2)
+        # One per translation (the plain one and this one), each naming the failed units.
+        assert len(warnings) == 2 and all("did not translate into valid Python" in w for w in warnings), warnings
+        assert not any("failedUnits" in w for w in warnings)
 
         new_file.write_text("# mine\n", encoding="utf-8")
         again = await client.workspace_execute_command_async(
@@ -468,6 +494,9 @@ async def test_translate_file_creates_the_file_only_as_asked(
             )
         )
         assert again["uri"] is None and "overwrite" in again["message"]
+        # Still one warning for the whole outcome: the failed units and why nothing was written.
+        warnings = await _warnings(client, seen, 3)
+        assert len(warnings) == 3 and "did not translate" in warnings[2] and "overwrite" in warnings[2], warnings
         assert new_file.read_text(encoding="utf-8") == "# mine\n"  # never overwritten unless asked
     finally:
         configure(client, {"maxTokens": 24})

@@ -144,10 +144,104 @@ def test_output_path_sits_beside_the_source_named_by_the_target_convention() -> 
 def test_progress_messages_follow_the_units() -> None:
     from codeglm.translate import UnitEvent
 
-    assert commands.progress_message(UnitEvent(0, 4, "function add", "start")) == ("1/4 translating function add", 0)
-    assert commands.progress_message(UnitEvent(0, 4, "function add", "done")) == ("1/4 translated function add", 25)
-    message, percentage = commands.progress_message(UnitEvent(3, 4, "class Main", "failed", 2, "does not parse"))
-    assert message == "4/4 could not translate class Main: does not parse" and percentage == 100
+    assert commands.progress_message(UnitEvent(0, 4, "function add", "start", max_retries=2)) == (
+        "unit 1 of 4: translating function add",
+        0,
+    )
+    assert commands.progress_message(UnitEvent(0, 4, "function add", "done", 0, "", 2)) == (
+        "unit 1 of 4: translated function add",
+        25,
+    )
+    message, percentage = commands.progress_message(UnitEvent(3, 4, "class Main", "failed", 2, "does not parse", 2))
+    assert message == "unit 4 of 4: could not translate class Main after 3 attempts (does not parse); kept as a marked comment"
+    assert percentage == 100
+
+
+def test_retries_are_attempts_at_the_same_unit_not_new_units() -> None:
+    from codeglm.translate import UnitEvent
+
+    # A one-unit file retried three times: always "unit 1 of 1", the retry counted apart.
+    events = [
+        UnitEvent(0, 1, "file", "start", 0, "", 3),
+        *(UnitEvent(0, 1, "file", "retry", k, "does not parse as Go near line 4", 3) for k in (1, 2, 3)),
+        UnitEvent(0, 1, "file", "done", 3, "", 3),
+    ]
+    shown = [commands.progress_message(e) for e in events]
+    assert [m for m, _ in shown] == [
+        "unit 1 of 1: translating the whole file",
+        "unit 1 of 1: retry 1 of 3 for the whole file (does not parse as Go near line 4)",
+        "unit 1 of 1: retry 2 of 3 for the whole file (does not parse as Go near line 4)",
+        "unit 1 of 1: retry 3 of 3 for the whole file (does not parse as Go near line 4)",
+        "unit 1 of 1: translated the whole file after 3 retries",
+    ]
+    assert [p for _, p in shown] == [0, 25, 50, 75, 100]
+    # An event that does not say how many retries are allowed still reads right, and a
+    # stray index or total never pushes the percentage out of 0-100.
+    assert commands.progress_message(UnitEvent(0, 2, "function f", "retry", 1, "")) == ("unit 1 of 2: retry 1 for function f", 25)
+    assert commands.progress_message(UnitEvent(5, 2, "function f", "done"))[1] == 100
+    assert commands.progress_message(UnitEvent(0, 0, "function f", "done"))[1] == 100
+    with pytest.raises(ValueError, match="unknown translation event status 'paused'"):
+        commands.progress_message(UnitEvent(0, 1, "file", "paused"))
+
+
+def test_progress_of_a_real_translation_only_moves_forward() -> None:
+    from test_translate_pipeline import ScriptedBackend
+
+    from codeglm.translate import TranslationRequest, UnitEvent, translate
+
+    bad_area = "func Area(r float64) float64 {\n\treturn math.Pi * r *\n"
+    good_area = "func Area(r float64) float64 {\n\treturn math.Pi * r * r\n}\n"
+    backend = ScriptedBackend(['import "math"\n', bad_area, bad_area, good_area] + ["func Double(x int) int {\n"] * 3)
+    source = "import math\n\n\ndef area(r):\n    return math.pi * r * r\n\n\ndef double(x):\n    return 2 * x\n"
+    events: list[UnitEvent] = []
+    request = TranslationRequest(source, "python", "go", split="units", max_retries=2)
+    result = translate(request, backend, on_unit=events.append)
+    shown = [commands.progress_message(e) for e in events]
+    assert [m for m, _ in shown] == [
+        "unit 1 of 3: translating imports 1 line(s)",
+        "unit 1 of 3: translated imports 1 line(s)",
+        "unit 2 of 3: translating function area",
+        "unit 2 of 3: retry 1 of 2 for function area (does not parse as Go near line 1)",
+        "unit 2 of 3: retry 2 of 2 for function area (does not parse as Go near line 1)",
+        "unit 2 of 3: translated function area after 2 retries",
+        "unit 3 of 3: translating function double",
+        "unit 3 of 3: retry 1 of 2 for function double (does not parse as Go near line 1)",
+        "unit 3 of 3: retry 2 of 2 for function double (does not parse as Go near line 1)",
+        "unit 3 of 3: could not translate function double after 3 attempts (does not parse as Go near line 1); "
+        "kept as a marked comment",
+    ]
+    percentages = [p for _, p in shown]
+    assert percentages == sorted(percentages) and percentages[-1] == 100 and max(percentages) <= 100
+    # The end of the progress and the one warning: counts, then each failed unit once.
+    failed = [commands.failed_unit_json(u) for u in result.failed_units]
+    assert commands.progress_end_message(len(result.units), len(failed), result.retries, 1.25) == (
+        "translated 2 of 3 units, 1 kept as a marked comment, 4 retries, 1.2s"
+    )
+    notice = commands.TranslationOutcome(
+        result.text, None, failed, None, commands.failed_units_notice(failed, len(result.units), "Go")
+    ).notice()
+    assert notice == (
+        "1 of 3 units did not translate into valid Go and is kept as a marked comment in the translation: "
+        "function double (source lines 8-9: does not parse as Go near line 1)"
+    )
+
+
+def test_one_warning_names_failed_units_and_why_the_file_was_not_written() -> None:
+    failed = [
+        {"index": 0, "name": "file", "kind": "file", "startLine": 0, "endLine": 4, "attempts": 3, "problem": "no code"},
+    ]
+    notice = commands.failed_units_notice(failed, 1, "Rust")
+    assert notice == (
+        "1 of 1 unit did not translate into valid Rust and is kept as a marked comment in the translation: "
+        "the whole file (source lines 1-5: no code)"
+    )
+    outcome = commands.TranslationOutcome("x", None, failed, "not written: /src/a.rs already exists", notice)
+    assert outcome.notice() == notice + "; not written: /src/a.rs already exists"
+    # The JSON result keeps the data (failedUnits, message); the sentence is for the user only.
+    assert outcome.to_json() == {"text": "x", "uri": None, "failedUnits": failed, "message": "not written: /src/a.rs already exists"}
+    assert commands.TranslationOutcome("x", "file:///src/a.rs", []).notice() is None
+    assert commands.failed_units_notice([], 3, "Go") is None
+    assert commands.progress_end_message(1, 0, 0, 0.04) == "translated 1 of 1 unit, 0.0s"
 
 
 # --- model holder -------------------------------------------------------------------

@@ -52,7 +52,7 @@ def test_default_output_name_java_class_wrapper_and_summary(tmp_path: Path, caps
     assert text.startswith("public class MathUtils {\n    static int doubleIt(int x) {")
     assert not parse_text(get_language("java"), text).root_node.has_error
     err = capsys.readouterr().err
-    assert "[1/1] file ..." in err and "[1/1] file: ok" in err
+    assert "unit 1 of 1: translating the whole file\n" in err and "unit 1 of 1: translated the whole file\n" in err
     assert "Python -> Java: 1 unit(s), 0 retries, 0 failed" in err and f"wrote {output} (parses)" in err
 
 
@@ -79,8 +79,10 @@ def test_failed_units_give_status_3_and_are_named_in_the_summary(tmp_path: Path,
     )
     assert status == translate_cli.EXIT_UNITS_FAILED
     err = capsys.readouterr().err
-    assert "[1/1] file: retry 1 (does not parse as Rust" in err
-    assert "FAILED (does not parse as Rust" in err
+    # One unit, tried twice: the retry is "retry 1 of 1" of unit 1, not a second unit.
+    assert "unit 1 of 1: retry 1 of 1 for the whole file (does not parse as Rust" in err
+    assert "unit 1 of 1: could not translate the whole file after 2 attempts (does not parse as Rust" in err
+    assert "unit 2" not in err
     assert "1 unit(s), 1 retry, 1 failed" in err and "failed: file (lines 1-3" in err
     assert out.read_text(encoding="utf-8").startswith("/* codeglm: FAILED to translate file")
 
@@ -107,7 +109,7 @@ def test_end_to_end_subprocess_with_a_real_model(tmp_path: Path, tiny_model: Pat
     assert run.returncode in (0, translate_cli.EXIT_UNITS_FAILED), run.stderr
     text = output.read_text(encoding="utf-8")
     assert not parse_text(get_language("python"), text).root_node.has_error
-    assert "[1/" in run.stderr and "Java -> Python:" in run.stderr and f"wrote {output} (parses)" in run.stderr
+    assert "unit 1 of " in run.stderr and "Java -> Python:" in run.stderr and f"wrote {output} (parses)" in run.stderr
     if run.returncode == translate_cli.EXIT_UNITS_FAILED:
         assert "# codeglm: FAILED to translate" in text and "failed: " in run.stderr
     # A second run refuses to overwrite.
@@ -123,5 +125,5 @@ def test_stdin_to_stdout(tiny_model: Path) -> None:
     assert run.returncode in (0, translate_cli.EXIT_UNITS_FAILED), run.stderr
     assert run.stdout.strip()
     assert not parse_text(get_language("cpp"), run.stdout).root_node.has_error
-    assert "[1/" not in run.stderr  # --quiet: no per-unit lines
+    assert "unit 1 of " not in run.stderr  # --quiet: no per-unit lines
     assert "Python -> C++: 1 unit(s)" in run.stderr and "wrote stdout" in run.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from test_translate_pipeline import ScriptedBackend
 
+from codeglm.cli import main as codeglm_main
 from codeglm.paths import humaneval_dir
 from evals import translation
 from evals.dataset import LANGUAGES, load_tasks
@@ -95,7 +96,7 @@ def test_generate_execute_report_one_pair(tmp_path: Path) -> None:
     assert results[("Python/0", 0)].passed and not results[("Python/1", 0)].passed
     table = translation.report_markdown(tmp_path, [1])
     assert "| C++ -> Python | 2 | 50.00% |" in table
-    args = argparse.Namespace(translate_command="report", run_dir=tmp_path, k=[1])
+    args = argparse.Namespace(translate_command="report", run_dir=tmp_path, k=[1], json=False)
     assert translation.run(args) == 0
 
 
@@ -114,3 +115,85 @@ def test_canonical_translation_passes_and_empty_fails(target: str, tmp_path: Pat
     results = read_results(tmp_path / "results.jsonl")
     assert results[(task.task_id, 0)].passed, results[(task.task_id, 0)].reason
     assert not results[(task.task_id, 1)].passed
+
+
+# --- ``codeglm eval report`` / ``codeglm eval translate`` on the command line ---------------
+
+
+def _write_results(path: Path, outcomes: list[tuple[str, int, bool]]) -> None:
+    """A results.jsonl as ``evals.execute`` writes it (one line per sample)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        json.dumps({"task_id": t, "completion_id": c, "status": "passed" if ok else "failed", "passed": ok, "reason": ""})
+        for t, c, ok in outcomes
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """A two-pair translation run, built by hand: 2 samples per problem."""
+    # python-to-cpp: CPP/0 passes 1 of 2, CPP/1 passes 0 of 2 -> pass@1 = (0.5 + 0) / 2, pass@2 = (1 + 0) / 2.
+    _write_results(
+        tmp_path / "python-to-cpp" / "results.jsonl",
+        [("CPP/0", 0, True), ("CPP/0", 1, False), ("CPP/1", 0, False), ("CPP/1", 1, False)],
+    )
+    # java-to-python: Python/0 passes 2 of 2, Python/1 1 of 2, Python/2 0 of 2 -> pass@1 = 1.5 / 3, pass@2 = 2 / 3.
+    _write_results(
+        tmp_path / "java-to-python" / "results.jsonl",
+        [("Python/0", 0, True), ("Python/0", 1, True), ("Python/1", 0, False), ("Python/1", 1, True),
+         ("Python/2", 0, False), ("Python/2", 1, False)],
+    )
+    (tmp_path / "go-to-rust").mkdir()  # a pair not executed yet: left out of the table
+    return tmp_path
+
+
+def test_eval_report_on_a_translation_run_prints_pass_at_k_per_pair(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert codeglm_main(["eval", "report", str(run_dir), "--k", "1,2,10"]) == 0
+    lines = capsys.readouterr().out.strip().split("\n")
+    assert lines == [
+        "| pair | problems | pass@1 | pass@2 | pass@10 |",
+        "|---|---:|---:|---:|---:|",
+        # Table order: source language, then target, as the harness lists languages.
+        "| Python -> C++ | 2 | 25.00% | 50.00% | n/a |",
+        "| Java -> Python | 3 | 50.00% | 66.67% | n/a |",
+    ]
+    assert codeglm_main(["eval", "report", str(run_dir), "--k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"python-to-cpp": {"pass@1": 0.25}, "java-to-python": {"pass@1": 0.5}}
+    # The same table from the translate command itself.
+    assert codeglm_main(["eval", "translate", "report", str(run_dir), "--k", "1,2,10"]) == 0
+    assert capsys.readouterr().out.strip().split("\n") == lines
+
+
+def test_eval_report_explains_a_directory_it_cannot_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert codeglm_main(["eval", "report", str(tmp_path)]) == 1
+    assert "not a translation run" in capsys.readouterr().err
+    (tmp_path / "cpp-to-go").mkdir()
+    assert codeglm_main(["eval", "report", str(tmp_path)]) == 1
+    assert f"run `codeglm eval translate execute {tmp_path}` first" in capsys.readouterr().err
+    assert codeglm_main(["eval", "report", str(tmp_path), "--plot", str(tmp_path / "c.png")]) == 2
+    assert "--plot" in capsys.readouterr().err and not (tmp_path / "c.png").exists()
+
+
+def test_eval_translate_help_and_shared_argument_checks(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        codeglm_main(["eval", "translate", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: codeglm eval translate" in out and all(c in out for c in ("generate", "execute", "report"))
+    with pytest.raises(SystemExit) as exit_info:
+        codeglm_main(["eval", "translate", "generate", "--help"])
+    out = capsys.readouterr().out
+    # The options shared with ``codeglm eval generate``, with the translation task's defaults.
+    for option in ("--backend", "--n", "--batch-size", "--temperature", "--top-p", "--max-new-tokens", "--seed",
+                   "--limit", "--output", "--data", "--pairs"):
+        assert option in out, option
+    assert "samples per problem (default 1)" in out and "(default 0.2)" in out
+    for argv in (["eval", "translate", "generate", "--n", "0", "-o", "x"], ["eval", "generate", "--top-p", "2", "-o", "x"]):
+        with pytest.raises(SystemExit) as exit_info:
+            codeglm_main(argv)
+        assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --n: must be >= 1, got 0" in err and "argument --top-p: must be in (0, 1], got 2" in err

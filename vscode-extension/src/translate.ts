@@ -115,3 +115,23 @@ export function progressLine(value: unknown): { message?: string; percentage?: n
   if (typeof v.percentage === 'number') out.percentage = v.percentage;
   return out;
 }
+
+/**
+ * Maps `$/progress` values to what VS Code's `progress.report` takes: LSP sends an
+ * absolute percentage, VS Code adds up `increment`s. Keeps the last percentage so the
+ * bar moves forward only (clamped to 0..100).
+ */
+export function progressIncrements(): (value: unknown) => { message?: string; increment?: number } {
+  let reported = 0;
+  return (value) => {
+    const { message, percentage } = progressLine(value);
+    const out: { message?: string; increment?: number } = {};
+    if (message !== undefined) out.message = message;
+    if (percentage !== undefined) {
+      const now = Math.min(100, Math.max(reported, percentage));
+      if (now > reported) out.increment = now - reported;
+      reported = now;
+    }
+    return out;
+  };
+}

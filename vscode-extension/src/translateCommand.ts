@@ -5,7 +5,7 @@ import * as vscode from 'vscode';
 import { ExecuteCommandRequest } from 'vscode-languageclient/node';
 import type { ServerClient } from './serverClient';
 import {
-  parseTranslateResult, progressLine, sourceLanguage, TARGET_LANGUAGES, targetChoices, TRANSLATE_FILE,
+  parseTranslateResult, progressIncrements, sourceLanguage, TARGET_LANGUAGES, targetChoices, TRANSLATE_FILE,
   TRANSLATE_SELECTION, translateArguments, TargetLanguage, TranslateResult,
 } from './translate';
 
@@ -52,7 +52,8 @@ export async function translateCommand(
     const raw = await vscode.window.withProgress(
       { location: vscode.ProgressLocation.Notification, title, cancellable: true },
       async (progress, token) => {
-        server.progressSink = (value) => progress.report(progressLine(value));
+        const increments = progressIncrements();
+        server.progressSink = (value) => progress.report(increments(value));
         try {
           return await client.sendRequest(ExecuteCommandRequest.type, {
             command: selectionOnly ? TRANSLATE_SELECTION : TRANSLATE_FILE, arguments: [args],
@@ -74,12 +75,9 @@ export async function translateCommand(
     return undefined;
   }
   await openBeside(result, language);
-  // the server shows its own message too (window/showMessage); the log keeps it
+  // the server shows its own warning (window/showMessage) naming the failed units; the log keeps it
   if (result.message) log(`translation: ${result.message}`);
-  if (result.failedUnits.length) {
-    void vscode.window.showWarningMessage(
-      `CodeGeeX: ${result.failedUnits.length} part(s) did not translate into valid ${language.displayName} and are left as comments: ${result.failedUnits.join('; ')}`);
-  }
+  if (result.failedUnits.length) log(`translation: failed units: ${result.failedUnits.join('; ')}`);
   return result;
 }
 

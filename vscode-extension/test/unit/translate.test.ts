@@ -1,7 +1,7 @@
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
-  parseTranslateResult, progressLine, sourceLanguage, TARGET_LANGUAGES, targetChoices, translateArguments,
+  parseTranslateResult, progressIncrements, progressLine, sourceLanguage, TARGET_LANGUAGES, targetChoices, translateArguments,
 } from '../../src/translate';
 
 const python = TARGET_LANGUAGES.find((l) => l.id === 'python')!;
@@ -49,4 +49,17 @@ test('progress values become a line for the progress notification', () => {
     { message: 'translated unit 1 of 3', percentage: 33 });
   assert.deepEqual(progressLine({ kind: 'begin', title: 'Translating Java to Python' }), { message: 'Translating Java to Python' });
   assert.deepEqual(progressLine(undefined), {});
+});
+
+test('absolute LSP percentages become forward-only VS Code increments', () => {
+  const next = progressIncrements();
+  assert.deepEqual(next({ kind: 'begin', title: 'Translating', percentage: 0 }), { message: 'Translating' });
+  assert.deepEqual(next({ kind: 'report', message: 'unit 1 of 4', percentage: 25 }), { message: 'unit 1 of 4', increment: 25 });
+  // a retry of the same unit reports the same percentage: the bar stays
+  assert.deepEqual(next({ kind: 'report', message: 'unit 1 of 4: retry 1 of 2', percentage: 25 }), { message: 'unit 1 of 4: retry 1 of 2' });
+  assert.deepEqual(next({ kind: 'report', message: 'unit 3 of 4', percentage: 75 }), { message: 'unit 3 of 4', increment: 50 });
+  // never backwards, never past 100
+  assert.deepEqual(next({ kind: 'report', message: 'late', percentage: 50 }), { message: 'late' });
+  assert.deepEqual(next({ kind: 'report', percentage: 400 }), { increment: 25 });
+  assert.deepEqual(next({ kind: 'report', percentage: 100 }), {});
 });

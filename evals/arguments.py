@@ -1,0 +1,117 @@
+"""Command-line arguments shared by ``codeglm eval`` and ``codeglm eval translate``.
+
+Both sample from a backend, run samples in sandboxes and report pass@k; the options
+for those steps are defined once here so their names, checks and help stay the same.
+Defaults that differ per task (samples per problem, temperature) are parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def k_list(text: str) -> list[int]:
+    """``--k 1,10,100`` as a list of positive integers."""
+    try:
+        ks = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--k wants integers like 1,10,100, got {text!r}") from None
+    if not ks or min(ks) < 1:
+        raise argparse.ArgumentTypeError(f"--k values must be >= 1, got {text!r}")
+    return ks
+
+
+def _number(
+    convert: Callable[[str], float], ok: Callable[[float], bool], requirement: str
+) -> Callable[[str], Any]:
+    """An argparse type: ``convert`` the text, then refuse values outside ``requirement``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"want a number {requirement}, got {text!r}") from None
+        if not ok(value):  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+        return value
+
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, ">= 1")
+non_negative_int = _number(int, lambda v: v >= 0, ">= 0")
+positive_float = _number(float, lambda v: v > 0, "> 0")
+non_negative_float = _number(float, lambda v: v >= 0, ">= 0")
+probability = _number(float, lambda v: 0 < v <= 1, "in (0, 1]")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", type=Path, help="directory with humaneval_<lang>.jsonl(.gz) (default: CODEGLM_DATA)"
+    )
+    parser.add_argument(
+        "--no-patches", action="store_true", help="use the dataset as shipped, without the patch table"
+    )
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, *, n: int, temperature: float) -> None:
+    """Backend, samples per problem, sampling settings, seed and problem limit."""
+    parser.add_argument(
+        "--backend", default=None, help="backend spec, e.g. native:MODEL_DIR (default: the default model)"
+    )
+    parser.add_argument("--n", type=positive_int, default=n, help=f"samples per problem (default {n})")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=20, help="samples per backend request (default 20)"
+    )
+    parser.add_argument(
+        "--temperature",
+        type=non_negative_float,
+        default=temperature,
+        help=f"sampling temperature, 0 greedy (default {temperature})",
+    )
+    parser.add_argument(
+        "--top-p", type=probability, default=0.95, help="nucleus sampling probability mass (default 0.95)"
+    )
+    parser.add_argument(
+        "--top-k",
+        type=non_negative_int,
+        default=0,
+        help="sample from the k likeliest tokens only (default 0: off)",
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=positive_int, default=512, help="tokens per sample at most (default 512)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="base seed; each sample's seed derives from it"
+    )
+    parser.add_argument(
+        "--limit",
+        type=non_negative_int,
+        default=None,
+        help="only problems numbered below N (the first N per language)",
+    )
+
+
+def add_execution_arguments(parser: argparse.ArgumentParser, *, timeout: float = 10.0) -> None:
+    parser.add_argument(
+        "--workers", type=positive_int, default=None, help="parallel sandboxes (default: one per core)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=timeout,
+        help=f"wall-clock seconds per program run (default {timeout:g})",
+    )
+
+
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
+
+
+def add_k_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--k", type=k_list, default=[1, 10, 100], help="comma-separated k for pass@k (default 1,10,100)"
+    )
