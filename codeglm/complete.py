@@ -48,7 +48,8 @@ class CompletionRequest:
 
     ``multiline``: None lets the cursor position decide; True/False forces the mode.
     ``version`` and ``document_key`` (e.g. the document URI) let a ``ContextCache`` reuse
-    and incrementally update the document's parse tree between requests.
+    and incrementally update the document's parse tree and definitions between
+    requests; without a ``document_key`` the text is not cached (it may be a window).
     """
 
     text: str
@@ -123,7 +124,13 @@ def complete(
     language = _language_of(request.language_id, request.path)
     line_ending = "\r\n" if "\r\n" in request.text else "\n"
     document = SourceDocument(
-        request.path, language, request.text.replace("\r\n", "\n"), request.version, request.document_key
+        request.path,
+        language,
+        request.text.replace("\r\n", "\n"),
+        request.version,
+        request.document_key,
+        # Without a key the text may be a window of the document: keep it out of the cache.
+        cacheable=request.document_key is not None,
     )
     context = extract_context(document, request.line, request.character, _open_documents(request), cache)
     site = completion_site(language, context.prefix, context.suffix, request.multiline)

@@ -89,4 +89,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(payload))
     elif result is not None:
         sys.stdout.write(result.text + "\n")
+    else:
+        # Not an error: the model wrote nothing that fits there as code (junk is never shown).
+        print(f"codeglm complete: no completion at line {args.line}, column {args.col}: the model's text "
+              f"was empty or not valid {language.display_name} there", file=sys.stderr)
     return 0

@@ -4,11 +4,14 @@ For a document and a cursor this gathers the prefix and suffix, the headers of t
 enclosing functions and classes, the file's imports, and the definitions of names used
 near the cursor that live elsewhere in the file or in other open documents.
 
-Parse trees are cached per document (``ContextCache``): each request hands the cache
-the document's current text; it finds the edited byte range against the text it parsed
-last, tells the old tree about the edit with ``Tree.edit`` and lets tree-sitter re-parse
-only what changed. Everything works on code that does not parse: tree-sitter recovers
-around the error, and the queries still match the parts that make sense.
+Parse trees and the definitions found in them are cached per document and version
+(``ContextCache``): each request hands the cache the document's current text; it finds
+the edited byte range against the text it parsed last, tells the old tree about the
+edit with ``Tree.edit`` and lets tree-sitter re-parse only what changed. Definitions
+away from the edit (and from the ranges whose structure changed) are kept, moved by the
+edit's length; only those touching it are extracted again. Everything works on code
+that does not parse: tree-sitter recovers around the error, and the queries still match
+the parts that make sense.
 """
 
 from __future__ import annotations
@@ -35,13 +38,26 @@ class ByteEdit:
     new_end_byte: int
 
 
+# Bytes compared per slice when looking for the edit (slices compare in C; bytes one by one do not).
+_DIFF_CHUNK = 4096
+
+
 def diff_bytes(old: bytes, new: bytes) -> ByteEdit:
     """The smallest single edit (common prefix and suffix kept) from ``old`` to ``new``."""
     limit = min(len(old), len(new))
     start = 0
+    while start + _DIFF_CHUNK <= limit and old[start : start + _DIFF_CHUNK] == new[start : start + _DIFF_CHUNK]:
+        start += _DIFF_CHUNK
     while start < limit and old[start] == new[start]:
         start += 1
     end_old, end_new = len(old), len(new)
+    while (
+        end_old - _DIFF_CHUNK >= start
+        and end_new - _DIFF_CHUNK >= start
+        and old[end_old - _DIFF_CHUNK : end_old] == new[end_new - _DIFF_CHUNK : end_new]
+    ):
+        end_old -= _DIFF_CHUNK
+        end_new -= _DIFF_CHUNK
     while end_old > start and end_new > start and old[end_old - 1] == new[end_new - 1]:
         end_old -= 1
         end_new -= 1
@@ -55,22 +71,45 @@ def byte_point(source: bytes, offset: int) -> tuple[int, int]:
     return row, offset - line_start
 
 
+@dataclass(frozen=True)
+class Definition:
+    """A definition in a document: its name, byte range and the text a prompt shows for it."""
+
+    name: str
+    start_byte: int
+    end_byte: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    """One version of a document: its bytes, parse tree and definitions."""
+
+    source: bytes
+    tree: tree_sitter.Tree
+    definitions: tuple[Definition, ...]
+
+
 @dataclass
 class _Entry:
     language_id: str
     version: int | None
     source: bytes
     tree: tree_sitter.Tree
+    definitions: tuple[Definition, ...]
 
 
 class ContextCache:
-    """Parse trees keyed by document (URI or path), least recently used dropped first.
+    """Parse trees and definitions keyed by document (URI or path), least recently used
+    dropped first.
 
     Callers get their own (cheap, shared-structure) copy of a tree: trees are not safe to
-    use from two threads at once, and the server may serve requests on several.
+    use from two threads at once, and the server may serve requests on several. The
+    definitions of a version are one shared (immutable) tuple.
 
     ``hits``, ``incremental_parses`` and ``full_parses`` count what happened, so tests
-    and logs can see that edits really reuse the previous tree.
+    and logs can see that edits really reuse the previous tree; ``definitions_reused``
+    and ``definitions_extracted`` count definitions kept across an edit and found anew.
     """
 
     def __init__(self, max_documents: int = 64) -> None:
@@ -81,41 +120,55 @@ class ContextCache:
         self.hits = 0
         self.incremental_parses = 0
         self.full_parses = 0
+        self.definitions_reused = 0
+        self.definitions_extracted = 0
 
-    def tree(self, key: str, language: Language, text: str, version: int | None = None) -> tree_sitter.Tree:
+    def tree(self, key: str | None, language: Language, text: str, version: int | None = None) -> tree_sitter.Tree:
         """The parse tree of ``text``; reuses or incrementally updates the cached one."""
+        return self.document(key, language, text, version).tree
+
+    def document(
+        self, key: str | None, language: Language, text: str, version: int | None = None
+    ) -> ParsedDocument:
+        """``text`` parsed, with its definitions: the cached version when the text is the
+        same, else the cached one updated by the edit between them (when ``version`` is
+        not older), else parsed afresh. ``key`` None: parsed, not cached."""
         source = text.encode("utf-8")
         with self._lock:
             parser = self._parsers.get(language.id)
             if parser is None:
                 parser = self._parsers[language.id] = language.parser()
-            entry = self._entries.get(key)
+            entry = self._entries.get(key) if key is not None else None
             if entry is not None and entry.language_id == language.id:
                 self._entries.move_to_end(key)
                 if entry.source == source:
                     self.hits += 1
                     entry.version = version
-                    return entry.tree.copy()
+                    return ParsedDocument(source, entry.tree.copy(), entry.definitions)
                 if version is None or entry.version is None or version > entry.version:
-                    tree = self._reparse(parser, entry, source)
+                    entry = self._reparse(parser, language, entry, source, version)
                     self.incremental_parses += 1
-                    self._entries[key] = _Entry(language.id, version, source, tree)
-                    return tree.copy()
+                    self._entries[key] = entry
+                    return ParsedDocument(source, entry.tree.copy(), entry.definitions)
             tree = parser.parse(source)
             self.full_parses += 1
-            self._entries[key] = _Entry(language.id, version, source, tree)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_documents:
-                self._entries.popitem(last=False)
-            return tree.copy()
+            definitions = extract_definitions(tree, source, language)
+            self.definitions_extracted += len(definitions)
+            if key is not None:
+                self._entries[key] = _Entry(language.id, version, source, tree, definitions)
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.max_documents:
+                    self._entries.popitem(last=False)
+            return ParsedDocument(source, tree.copy(), definitions)
 
     def forget(self, key: str) -> None:
         """Drop a closed document."""
         with self._lock:
             self._entries.pop(key, None)
 
-    @staticmethod
-    def _reparse(parser: tree_sitter.Parser, entry: _Entry, source: bytes) -> tree_sitter.Tree:
+    def _reparse(
+        self, parser: tree_sitter.Parser, language: Language, entry: _Entry, source: bytes, version: int | None
+    ) -> _Entry:
         edit = diff_bytes(entry.source, source)
         # Edit a copy: a tree handed out earlier may still be read by another request.
         old_tree = entry.tree.copy()
@@ -127,7 +180,12 @@ class ContextCache:
             old_end_point=byte_point(entry.source, edit.old_end_byte),
             new_end_point=byte_point(source, edit.new_end_byte),
         )
-        return parser.parse(source, old_tree)
+        tree = parser.parse(source, old_tree)
+        changed = old_tree.changed_ranges(tree)
+        definitions, reused = update_definitions(entry.definitions, edit, changed, tree, source, language)
+        self.definitions_reused += reused
+        self.definitions_extracted += len(definitions) - reused
+        return _Entry(language.id, version, source, tree, definitions)
 
 
 def parse_text(language: Language, text: str) -> tree_sitter.Tree:
@@ -154,12 +212,15 @@ class SourceDocument:
     version: int | None = None
     # What the parse-tree cache knows the document by (e.g. its URI); default: its path.
     key: str | None = None
+    # False for text that is not the document itself (a window of it): never cached.
+    cacheable: bool = True
 
     @property
-    def cache_key(self) -> str:
-        if self.key is not None:
-            return self.key
-        return self.path if self.path is not None else f"untitled:{id(self)}"
+    def cache_key(self) -> str | None:
+        """The cache's key for this document; None (not cached) for an unnamed buffer."""
+        if not self.cacheable:
+            return None
+        return self.key if self.key is not None else self.path
 
 
 @dataclass(frozen=True)
@@ -275,9 +336,11 @@ def header_text(node: tree_sitter.Node, source: bytes) -> str:
 def _definition_text(node: tree_sitter.Node, source: bytes, language: Language) -> str:
     """The whole definition when short, else its header plus the headers of its members."""
     start = _line_start(source, node.start_byte)
-    full = textwrap.dedent(_node_text(source, start, node.end_byte)).rstrip()
-    if full.count("\n") < SHORT_DEFINITION_LINES:
-        return full
+    # Count lines on the bytes first: a long definition is never decoded and dedented whole.
+    if source.count(b"\n", start, node.end_byte) < SHORT_DEFINITION_LINES + 2:
+        full = textwrap.dedent(_node_text(source, start, node.end_byte)).rstrip()
+        if full.count("\n") < SHORT_DEFINITION_LINES:
+            return full
     header = header_text(node, source)
     body = _body_of(node)
     members: list[str] = []
@@ -393,12 +456,16 @@ _DEFINING = ("_definition", "_declaration", "_declarator", "_item", "_parameter"
 
 
 def definitions_in(
-    tree: tree_sitter.Tree, source: bytes, language: Language
+    tree: tree_sitter.Tree, source: bytes, language: Language, byte_range: tuple[int, int] | None = None
 ) -> list[tuple[str, tree_sitter.Node]]:
-    """(name, definition node) for every definition the language's query finds."""
+    """(name, definition node) for every definition the language's query finds; with
+    ``byte_range`` (start, end), only those touching it (end inclusive)."""
+    query_cursor = tree_sitter.QueryCursor(_definition_query(language))
+    if byte_range is not None:
+        query_cursor.set_byte_range(max(0, byte_range[0] - 1), byte_range[1] + 1)
     found: list[tuple[str, tree_sitter.Node]] = []
     seen: set[tuple[int, int]] = set()
-    for _, captures in tree_sitter.QueryCursor(_definition_query(language)).matches(tree.root_node):
+    for _, captures in query_cursor.matches(tree.root_node):
         names, nodes = captures.get("name", []), captures.get("definition", [])
         if not names or not nodes:
             continue
@@ -406,35 +473,90 @@ def definitions_in(
         key = (node.start_byte, node.end_byte)
         if key in seen:
             continue
+        if byte_range is not None and (node.end_byte < byte_range[0] or node.start_byte > byte_range[1]):
+            continue  # the range only narrows the search; it can still match around it
         seen.add(key)
         found.append((_node_text(source, names[0].start_byte, names[0].end_byte), node))
     return found
 
 
+def _in_order(definitions: list[Definition]) -> tuple[Definition, ...]:
+    return tuple(sorted(definitions, key=lambda d: (d.start_byte, -d.end_byte, d.name)))
+
+
+def extract_definitions(
+    tree: tree_sitter.Tree, source: bytes, language: Language, byte_range: tuple[int, int] | None = None
+) -> tuple[Definition, ...]:
+    """The definitions of a document (those touching ``byte_range`` if given), in order."""
+    return _in_order(
+        [
+            Definition(name, node.start_byte, node.end_byte, _definition_text(node, source, language))
+            for name, node in definitions_in(tree, source, language, byte_range)
+        ]
+    )
+
+
+def update_definitions(
+    old: tuple[Definition, ...],
+    edit: ByteEdit,
+    changed: Sequence[tree_sitter.Range],
+    tree: tree_sitter.Tree,
+    source: bytes,
+    language: Language,
+) -> tuple[tuple[Definition, ...], int]:
+    """The definitions after ``edit`` and how many of them were kept from ``old``.
+
+    ``tree`` is the re-parse of ``source`` and ``changed`` the ranges whose structure
+    changed (``Tree.changed_ranges``). The affected region is the edit and those
+    ranges, widened to whole lines (a definition's text starts at its line's start).
+    A definition wholly outside it has the same bytes and structure as before: it is
+    kept, moved by the edit's length. Definitions touching it are extracted again.
+    """
+    low = min([edit.start_byte, *(r.start_byte for r in changed)])
+    high = max([edit.new_end_byte, *(r.end_byte for r in changed)])
+    low = _line_start(source, low)
+    line_end = source.find(b"\n", high)
+    high = len(source) if line_end < 0 else line_end
+    shift = edit.new_end_byte - edit.old_end_byte
+    kept: list[Definition] = []
+    for definition in old:
+        if definition.end_byte < edit.start_byte:
+            moved = definition
+        elif definition.start_byte > edit.old_end_byte:
+            moved = Definition(
+                definition.name, definition.start_byte + shift, definition.end_byte + shift, definition.text
+            )
+        else:
+            continue
+        if moved.end_byte < low or moved.start_byte > high:
+            kept.append(moved)
+    fresh = extract_definitions(tree, source, language, (low, high))
+    return _in_order([*kept, *fresh]), len(kept)
+
+
 def _rank_definitions(
     used: dict[str, int],
-    documents: Sequence[tuple[SourceDocument, tree_sitter.Tree, bytes, bool]],
+    documents: Sequence[tuple[SourceDocument, tuple[Definition, ...], bool]],
     cursor_byte: int,
 ) -> tuple[Snippet, ...]:
     snippets: list[Snippet] = []
-    for document, tree, source, is_current in documents:
-        found = [(n, node) for n, node in definitions_in(tree, source, document.language) if n in used]
-        for name, node in found:
-            if is_current and node.start_byte <= cursor_byte <= node.end_byte:
+    for document, definitions, is_current in documents:
+        found = [d for d in definitions if d.name in used]
+        for definition in found:
+            if is_current and definition.start_byte <= cursor_byte <= definition.end_byte:
                 continue  # the definition being written is the enclosing scope, not context
             if any(
-                other is not node and other_name == name
-                and other.start_byte <= node.start_byte and node.end_byte <= other.end_byte
-                for other_name, other in found
+                other is not definition and other.name == definition.name
+                and other.start_byte <= definition.start_byte and definition.end_byte <= other.end_byte
+                for other in found
             ):
                 continue  # Java's constructor inside its class: the class says it
             # Closer uses matter more; definitions the prefix does not show (other files,
             # or below the cursor) matter more than ones already above it.
-            relevance = 1.0 / (1.0 + used[name])
-            if not is_current or node.start_byte > cursor_byte:
+            relevance = 1.0 / (1.0 + used[definition.name])
+            if not is_current or definition.start_byte > cursor_byte:
                 relevance += 0.5
-            text = _definition_text(node, source, document.language)
-            snippets.append(Snippet("definition", name, document.path, text, relevance))
+            snippets.append(Snippet("definition", definition.name, document.path, definition.text, relevance))
     snippets.sort(key=lambda s: -s.relevance)
     return tuple(snippets[:MAX_DEFINITIONS])
 
@@ -459,19 +581,20 @@ def extract_context(
     language = document.language
     source = text.encode("utf-8")
     cursor_byte = len(prefix.encode("utf-8"))
-    tree = cache.tree(document.cache_key, language, text, document.version)
+    parsed = cache.document(document.cache_key, language, text, document.version)
+    tree = parsed.tree
 
     headers = enclosing_headers(tree, source, cursor_byte, language)
     if _in_error(tree, cursor_byte) or not headers:
         by_indentation = _enclosing_by_indentation(source, cursor_byte, language)
         if len(by_indentation) > len(headers):
             headers = by_indentation
-    parsed: list[tuple[SourceDocument, tree_sitter.Tree, bytes, bool]] = [(document, tree, source, True)]
+    documents: list[tuple[SourceDocument, tuple[Definition, ...], bool]] = [(document, parsed.definitions, True)]
     for other in open_documents:
         if other.path is not None and other.path == document.path:
             continue
-        other_tree = cache.tree(other.cache_key, other.language, other.text, other.version)
-        parsed.append((other, other_tree, other.text.encode("utf-8"), False))
+        other_parsed = cache.document(other.cache_key, other.language, other.text, other.version)
+        documents.append((other, other_parsed.definitions, False))
     used = names_near(tree, source, cursor_byte, language)
     return CompletionContext(
         language=language,
@@ -482,6 +605,6 @@ def extract_context(
         line_suffix=line_suffix,
         enclosing_headers=headers,
         imports=imports_of(tree, source, language),
-        definitions=_rank_definitions(used, parsed, cursor_byte),
+        definitions=_rank_definitions(used, documents, cursor_byte),
         line_ending=line_ending,
     )

@@ -33,6 +33,9 @@ class Language:
     ``identifier_types``: leaf nodes that name something (for "names used near the cursor").
     ``file_naming``: how source files are conventionally named ("snake_case",
     "PascalCase" after the main class, "camelCase" or "kebab-case").
+    ``block_types``: where a ``:`` / ``{`` ending a line opens a block of statements:
+    for indentation languages the compound statements whose ``:`` starts their body,
+    for brace languages the brace-delimited bodies (not literals or initializers).
     """
 
     id: str
@@ -51,6 +54,7 @@ class Language:
     file_naming: str
     # Python-like languages delimit blocks by indentation, the others by braces.
     indentation_blocks: bool = False
+    block_types: frozenset[str] = frozenset()
 
     def ts_language(self) -> tree_sitter.Language:
         """The tree-sitter grammar (loaded once per process)."""
@@ -104,6 +108,13 @@ LANGUAGES: tuple[Language, ...] = (
         identifier_types=frozenset({"identifier"}),
         file_naming="snake_case",
         indentation_blocks=True,
+        block_types=frozenset(
+            {
+                "function_definition", "class_definition", "if_statement", "elif_clause", "else_clause",
+                "for_statement", "while_statement", "try_statement", "except_clause", "except_group_clause",
+                "finally_clause", "with_statement", "match_statement", "case_clause",
+            }
+        ),
     ),
     Language(
         id="java",
@@ -136,6 +147,12 @@ LANGUAGES: tuple[Language, ...] = (
         import_types=frozenset({"import_declaration", "package_declaration"}),
         identifier_types=frozenset({"identifier", "type_identifier"}),
         file_naming="PascalCase",
+        block_types=frozenset(
+            {
+                "block", "class_body", "interface_body", "enum_body", "constructor_body", "switch_block",
+                "annotation_type_body",
+            }
+        ),
     ),
     Language(
         id="cpp",
@@ -168,6 +185,7 @@ LANGUAGES: tuple[Language, ...] = (
         import_types=frozenset({"preproc_include", "using_declaration"}),
         identifier_types=frozenset({"identifier", "type_identifier", "field_identifier"}),
         file_naming="snake_case",
+        block_types=frozenset({"compound_statement", "field_declaration_list", "declaration_list", "enumerator_list"}),
     ),
     Language(
         id="c",
@@ -191,6 +209,7 @@ LANGUAGES: tuple[Language, ...] = (
         import_types=frozenset({"preproc_include"}),
         identifier_types=frozenset({"identifier", "type_identifier", "field_identifier"}),
         file_naming="snake_case",
+        block_types=frozenset({"compound_statement", "field_declaration_list", "enumerator_list"}),
     ),
     Language(
         id="javascript",
@@ -225,6 +244,7 @@ LANGUAGES: tuple[Language, ...] = (
         import_types=frozenset({"import_statement"}),
         identifier_types=frozenset({"identifier", "property_identifier"}),
         file_naming="camelCase",
+        block_types=frozenset({"statement_block", "class_body", "switch_body"}),
     ),
     Language(
         id="typescript",
@@ -263,6 +283,9 @@ LANGUAGES: tuple[Language, ...] = (
         import_types=frozenset({"import_statement"}),
         identifier_types=frozenset({"identifier", "type_identifier", "property_identifier"}),
         file_naming="camelCase",
+        block_types=frozenset(
+            {"statement_block", "class_body", "switch_body", "interface_body", "enum_body", "object_type"}
+        ),
     ),
     Language(
         id="go",
@@ -283,6 +306,12 @@ LANGUAGES: tuple[Language, ...] = (
         import_types=frozenset({"import_declaration", "package_clause"}),
         identifier_types=frozenset({"identifier", "type_identifier", "field_identifier"}),
         file_naming="snake_case",
+        block_types=frozenset(
+            {
+                "block", "field_declaration_list", "interface_type", "expression_switch_statement",
+                "type_switch_statement", "select_statement",
+            }
+        ),
     ),
     Language(
         id="rust",
@@ -307,6 +336,7 @@ LANGUAGES: tuple[Language, ...] = (
         import_types=frozenset({"use_declaration", "extern_crate_declaration"}),
         identifier_types=frozenset({"identifier", "type_identifier", "field_identifier"}),
         file_naming="snake_case",
+        block_types=frozenset({"block", "declaration_list", "field_declaration_list", "enum_variant_list", "match_block"}),
     ),
 )
 

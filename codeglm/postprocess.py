@@ -4,7 +4,12 @@ The rules, in the order they apply:
 
 * **Single-line or multi-line** (``completion_site``): single-line when the cursor has
   text after it on its line (other than auto-closed brackets and quotes); multi-line
-  when the cursor ends a line that opens a block, or stands on an empty line.
+  when the cursor ends a line that opens a block, or stands on an empty line. Whether
+  the line opens a block is read from the parse tree of the window around the cursor
+  (a ``:`` of a compound statement, not of a slice or a dict; a ``{`` of a body, or of
+  a literal that does not close on the same line); only where the line's last token
+  sits in an ERROR node does the text decide (ends in ``{``, or in ``:`` outside
+  brackets).
 * **Stop where the block is complete** (``find_stop``), from the parse tree of the
   text before the cursor plus the generation: after a line that opens a block, the
   statement (Python) or brace block whose opener ends that line; on an empty line, the
@@ -16,11 +21,17 @@ The rules, in the order they apply:
 * **Drop text duplicating what follows the cursor**: the rest of the line
   (auto-closed brackets, quotes, semicolons), a closing brace the editor already
   inserted, lines repeating the suffix's first lines.
+* **Never junk** (``added_errors``, ``codeglm.syntax_guard``): keep the longest run of
+  whole lines whose insertion adds no syntax error (ERROR or MISSING node in the
+  inserted region that the document without it did not have); a completion cut short
+  inside a block or a call is checked with what it left open closed. A single-line
+  completion is kept whole or dropped.
 * **Never only whitespace**: such results become None.
 
 ``make_finished_callback`` applies ``find_stop`` while tokens arrive so generation
-stops as soon as the block is complete; ``truncate_generation`` is the same idea for
-HumanEval-style whole-function generation.
+stops as soon as the block is complete, and ends a multi-line generation after
+JUNK_LINES finished lines in a row that add syntax errors; ``truncate_generation`` is
+the same idea for HumanEval-style whole-function generation.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import tree_sitter
 
 from codeglm.backends.base import FinishedCallback
 from codeglm.languages import Language, get_language
+from codeglm.syntax_guard import ERROR, ErrorSpan, SyntaxBaseline, clean_lines, new_errors, syntax_baseline
 
 OPENERS = {"(": ")", "[": "]", "{": "}"}
 CLOSERS = {")": "(", "]": "[", "}": "{"}
@@ -41,6 +53,8 @@ AUTO_CLOSED = set(")]}\"'`;,")
 CONTINUATION_KEYWORDS = (b"else", b"elif", b"except", b"finally", b"case")
 # The parse window for stop checks: from the top-level item holding the cursor, at most this many lines.
 WINDOW_LINES = 200
+# Finished lines in a row that add a syntax error before generation is given up as junk.
+JUNK_LINES = 3
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,8 @@ class CompletionSite:
     window_start: int
     # The first non-blank line after the cursor's line (right-stripped), "" if none.
     next_code_line: str = ""
+    # The parse window without the completion (for junk rejection); None: made when needed.
+    syntax: SyntaxBaseline | None = None
 
 
 @dataclass(frozen=True)
@@ -96,19 +112,70 @@ def _without_line_comment(language: Language, line: str) -> str:
     return line
 
 
-def _opens_block(language: Language, line_prefix: str) -> bool:
+def _opens_block_by_text(language: Language, line_prefix: str, window_prefix: str) -> bool:
+    """The fallback rule, for a line the parser could not place: the code ends in ``{``,
+    or in ``:`` outside brackets (inside them it is a slice, a dict, a lambda)."""
     code = _without_line_comment(language, line_prefix).rstrip()
-    return code.endswith(":") if language.indentation_blocks else code.endswith("{")
+    if not language.indentation_blocks:
+        return code.endswith("{")
+    return code.endswith(":") and not _open_stack(language, window_prefix)
+
+
+def _opens_block_by_tree(
+    language: Language, tree: tree_sitter.Tree, text_bytes: bytes, cursor: int, line_start: int
+) -> bool | None:
+    """Whether the last token of the cursor's line opens a block, by the parse tree of
+    the document; None when the tree cannot say (no token there, or it sits in an ERROR).
+
+    Python: a ``:`` that belongs to a compound statement (not a slice, dict, lambda or
+    annotation). Brace languages: a ``{`` that starts a statement or declaration body,
+    or a literal that does not close on the same line (``{█}`` of an initializer is
+    completed in place).
+    """
+    token = _opener_node(tree, text_bytes, cursor)
+    if token is None or token.end_byte <= line_start:
+        return None
+    node: tree_sitter.Node | None = token
+    while node is not None:
+        if node.type == "ERROR" or node.is_missing:
+            return None
+        node = node.parent
+    parent = token.parent
+    if parent is None:
+        return None
+    if language.indentation_blocks:
+        return token.type == ":" and parent.type in language.block_types
+    if token.type != "{":
+        return False
+    if parent.type in language.block_types:
+        return True
+    closing = parent.children[-1]
+    closes_on_this_line = (
+        closing.type == "}" and not closing.is_missing and b"\n" not in text_bytes[cursor : closing.start_byte]
+    )
+    return not closes_on_this_line
 
 
 def completion_site(language: Language, prefix: str, suffix: str, multiline: bool | None = None) -> CompletionSite:
-    """Classify the cursor: ``multiline`` forces a mode (None decides from the text)."""
+    """Classify the cursor: ``multiline`` forces a mode (None decides from the text).
+
+    Parses the window around the cursor once: the tree decides whether the line opens a
+    block, and the same parse is the baseline that junk rejection compares against.
+    """
     prefix = prefix.replace("\r\n", "\n")
     suffix = suffix.replace("\r\n", "\n")
     line_prefix = prefix[prefix.rfind("\n") + 1 :]
     newline = suffix.find("\n")
     line_suffix = suffix if newline < 0 else suffix[:newline]
-    opens = _opens_block(language, line_prefix)
+    window_start = _window_start(language, prefix)
+    before, after = prefix[window_start:], _suffix_window(suffix)
+    before_bytes = before.encode("utf-8")
+    text_bytes = before_bytes + after.encode("utf-8")
+    tree = language.parser().parse(text_bytes)
+    cursor = len(before_bytes)
+    opens = _opens_block_by_tree(language, tree, text_bytes, cursor, cursor - len(line_prefix.encode("utf-8")))
+    if opens is None:
+        opens = _opens_block_by_text(language, line_prefix, before)
     rest = line_suffix.strip()
     if multiline is None:
         # Right after a block opener the body is wanted, whatever follows on the line;
@@ -124,8 +191,9 @@ def completion_site(language: Language, prefix: str, suffix: str, multiline: boo
         line_suffix=line_suffix,
         multiline=multiline,
         opens_block=opens,
-        window_start=_window_start(language, prefix),
+        window_start=window_start,
         next_code_line=_next_code_line(suffix),
+        syntax=syntax_baseline(language, before, after, tree),
     )
 
 
@@ -377,18 +445,112 @@ def _item_stop(site: CompletionSite, item: tree_sitter.Node, text_bytes: bytes) 
 
 
 def make_finished_callback(site: CompletionSite) -> FinishedCallback:
-    """A callback for the engine: the length to keep once the completion is complete."""
+    """A callback for the engine: the length to keep once the completion is complete,
+    or once a multi-line generation has gone on writing lines that are not code."""
     checked = [0]
+    junk = _JunkWatch(site)
 
     def finished(text: str) -> int | None:
         fresh = text[checked[0] :]
         checked[0] = len(text)
+        stop = None
         # Completion can only become decidable when something visible arrives.
-        if not fresh.strip() and not (not site.multiline and "\n" in fresh):
-            return None
-        return find_stop(site, text)
+        if fresh.strip() or (not site.multiline and "\n" in fresh):
+            stop = find_stop(site, text)
+        if stop is None and site.multiline and "\n" in fresh:
+            stop = junk.line_ended(text)
+        return stop
 
     return finished
+
+
+class _JunkWatch:
+    """Ends a multi-line generation that keeps writing lines that are not code.
+
+    Checked once per finished line (one parse of the window), and only where no bracket
+    or string the generation opened is still open: inside one, later lines may still
+    close what looks broken now. JUNK_LINES such line ends in a row whose text adds a
+    syntax ERROR (a MISSING ``;`` of a call chain that goes on below does not count)
+    stop generation at the last clean line end: the post-processing would cut there
+    anyway, and the tokens after it are wasted time.
+    """
+
+    def __init__(self, site: CompletionSite) -> None:
+        self.site = site
+        self.checked_end = 0
+        self.clean_end = 0
+        self.streak = 0
+
+    def line_ended(self, text: str) -> int | None:
+        end = text.rfind("\n")
+        if end <= self.checked_end:
+            return None
+        self.checked_end = end
+        lines = text[:end]
+        if not lines.strip() or not _settled(self.site.language, lines):
+            return None
+        errors = added_errors(self.site, lines)
+        if not errors:
+            self.clean_end, self.streak = end, 0
+        elif any(error.kind == ERROR for error in errors):
+            self.streak += 1
+            if self.streak >= JUNK_LINES:
+                return self.clean_end
+        return None
+
+
+def _settled(language: Language, text: str) -> bool:
+    """No parenthesis, square bracket or string that ``text`` opened is still open, nor
+    does it end in a line continuation: its last line can be judged. (An open ``{``
+    block is fine: ``added_errors`` closes it for the check.)"""
+    events, quote = _lex(language, text)
+    if quote is not None or text.rstrip(" \t").endswith("\\"):
+        return False
+    return all(ch == "{" for _, ch in _generated_open(events))
+
+
+def _generated_open(events: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Openers among ``events`` that nothing after them closes, in order."""
+    stack: list[tuple[int, str]] = []
+    for index, ch in events:
+        if ch in OPENERS:
+            stack.append((index, ch))
+        elif stack and stack[-1][1] == CLOSERS[ch]:
+            stack.pop()
+    return stack
+
+
+def added_errors(site: CompletionSite, text: str, replaced: int = 0) -> list[ErrorSpan]:
+    """Syntax errors that inserting ``text`` at the cursor adds where it goes (see
+    ``codeglm.syntax_guard``), forgiving what it leaves open: a completion cut short
+    inside a block or a call is unfinished, not wrong, so it is checked again with its
+    strings and brackets closed (a block's ``}`` on a line of its own).
+
+    A ``{`` left open alone on its line after a line that ends a statement or a block
+    (or opens one) heads nothing: lines of bare ``{`` are a model stuck in a loop, and
+    each would pass, taking a ``}`` from the code below. Such a brace is an error.
+    """
+    baseline = _baseline(site)
+    events, quote = _lex(site.language, text)
+    opened = _generated_open(events)
+    for index, ch in opened:
+        line_start = text.rfind("\n", 0, index) + 1
+        if ch == "{" and not text[line_start:index].strip():
+            above = (site.prefix + text[:line_start]).rstrip()
+            if not above or above.endswith(("{", "}", ";")):
+                start = baseline.cursor + len(text[:index].encode("utf-8"))
+                return [ErrorSpan(ERROR, start, start + 1)]
+    errors = new_errors(baseline, text, replaced)
+    if errors and (opened or quote):
+        closing = (quote or "") + "".join("\n}" if ch == "{" else OPENERS[ch] for _, ch in reversed(opened))
+        errors = new_errors(baseline, text, replaced, closing)
+    return errors
+
+
+def _baseline(site: CompletionSite) -> SyntaxBaseline:
+    if site.syntax is not None:
+        return site.syntax
+    return syntax_baseline(site.language, site.prefix[site.window_start :], _suffix_window(site.suffix))
 
 
 # --- brackets and overlap ---------------------------------------------------------------
@@ -397,6 +559,11 @@ def make_finished_callback(site: CompletionSite) -> FinishedCallback:
 def _bracket_events(language: Language, text: str) -> list[tuple[int, str]]:
     """(index, bracket) outside strings and comments, by a small lexer (not a parser: the
     text is one line or a prefix that may not parse)."""
+    return _lex(language, text)[0]
+
+
+def _lex(language: Language, text: str) -> tuple[list[tuple[int, str]], str | None]:
+    """Bracket events, and the quote of a string still open at the end of ``text``."""
     events: list[tuple[int, str]] = []
     comment = language.line_comment
     i, n = 0, len(text)
@@ -438,7 +605,7 @@ def _bracket_events(language: Language, text: str) -> list[tuple[int, str]]:
         elif ch in OPENERS or ch in CLOSERS:
             events.append((i, ch))
         i += 1
-    return events
+    return events, quote
 
 
 def _open_stack(language: Language, text: str) -> list[str]:
@@ -549,6 +716,10 @@ def postprocess(site: CompletionSite, generation: str, truncated: bool = False) 
         line = text[len(lead) :].split("\n", 1)[0]
         cut_short = truncated and stop is None and "\n" not in text[len(lead) :]
         text = lead + balance_line(site, line, cut_short).rstrip()
+    if not text.strip():
+        return None
+    # Never show what is not code: keep the longest run of whole lines that adds no syntax error.
+    text, replace = clean_lines(text, replace, lambda kept, replacing: not added_errors(site, kept, replacing))
     if not text.strip():
         return None
     return Processed(text=text, multiline=site.multiline, replace_suffix_chars=replace)

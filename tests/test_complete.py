@@ -19,7 +19,8 @@ from codeglm.backends.base import CancelToken
 from codeglm.cli import main
 from codeglm.complete import CompletionRequest, ContextCache, OpenDocument, complete
 from codeglm.config import CodeGeeXConfig
-from codeglm.languages import UnsupportedLanguageError
+from codeglm.context import parse_text
+from codeglm.languages import UnsupportedLanguageError, get_language
 from codeglm.model import CodeGeeXForCausalLM
 from codeglm.tokenizer import load_tokenizer
 from evals.completion_bench import OracleBackend
@@ -120,6 +121,29 @@ def test_context_cache_follows_document_versions() -> None:
     assert cache.hits == 1
 
 
+def test_junk_never_reaches_the_user() -> None:
+    """The tiny default model answers a Python body with lines of ``//``: nothing is
+    shown, and generation stops a few lines in instead of at the token limit."""
+    text = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n    \n'
+    backend = oracle("//\n    " * 40)
+    request = CompletionRequest(text, 2, 4, "python", path="fib.py", max_new_tokens=64)
+    assert complete(request, backend) is None
+    backend.continuation = "a, b = 0, 1\n    " + "//\n    " * 40
+    result = complete(request, backend)
+    assert result is not None and result.text == "a, b = 0, 1"
+    assert result.finish_reason == "stop" and result.generated_tokens < 25
+
+
+def test_text_without_a_document_key_stays_out_of_the_cache() -> None:
+    """The server sends a window of the document (``contextLines``) without a key: it
+    must not be cached under the document's path, where the whole text belongs."""
+    cache = ContextCache()
+    request = CompletionRequest("def f(x):\n    return \n", 1, 11, "python", path="f.py", version=4)
+    for _ in range(2):
+        assert complete(request, oracle("x\n"), cache=cache) is not None
+    assert (cache.full_parses, cache.hits) == (2, 0)
+
+
 # --- a real model ---------------------------------------------------------------------------------
 
 MEMORIZED = (
@@ -189,6 +213,22 @@ def test_cli_prints_the_completion(
     payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert payload["text"] == "\n    return a + b"
     assert payload["generated_tokens"] < 64
+
+
+@pytest.mark.slow
+def test_cli_with_the_default_model_shows_no_junk(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's first command. The tiny default model wrote lines of ``//`` into the
+    Python body here; whatever it writes, what the CLI prints is Python that fits, or
+    nothing and a note saying so."""
+    example = Path(__file__).parent.parent / "examples" / "fib.py"
+    assert main(["complete", str(example), "--line", "2", "--col", "4"]) == 0
+    captured = capsys.readouterr()
+    if captured.out.strip():
+        lines = example.read_text().split("\n")
+        lines[2] = lines[2][:4] + captured.out.rstrip("\n") + lines[2][4:]
+        assert not parse_text(get_language("python"), "\n".join(lines)).root_node.has_error, captured.out
+    else:
+        assert "no completion at line 2, column 4" in captured.err and "not valid Python" in captured.err
 
 
 def test_cli_errors_are_messages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

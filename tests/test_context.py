@@ -16,6 +16,7 @@ from codeglm.context import (
     SourceDocument,
     diff_bytes,
     extract_context,
+    extract_definitions,
     offset_of,
 )
 from codeglm.languages import get_language, language_for_path
@@ -202,6 +203,85 @@ def test_incremental_parse_after_many_random_edits_matches_full_parse() -> None:
         tree = cache.tree("doc", js, text, version)
         assert str(tree.root_node) == str(js.parser().parse(text.encode()).root_node)
     assert cache.incremental_parses >= 35
+
+
+def test_definitions_are_cached_per_version_and_kept_across_edits() -> None:
+    py = get_language("python")
+    cache = ContextCache()
+    text = "def f(x):\n    return x\n\n\ndef g(y):\n    return y\n\n\nclass C:\n    def m(self):\n        return 1\n"
+    first = cache.document("file:///m.py", py, text, version=1)
+    again = cache.document("file:///m.py", py, text, version=1)
+    assert again.definitions is first.definitions  # the same version is not searched again
+    assert [d.name for d in first.definitions] == ["f", "g", "C", "m"]
+    before = {d.name: d for d in first.definitions}
+
+    edited = text.replace("return y", "return y * 2")
+    second = cache.document("file:///m.py", py, edited, version=2)
+    assert (cache.full_parses, cache.incremental_parses) == (1, 1)
+    after = {d.name: d for d in second.definitions}
+    assert after["f"] is before["f"]  # above the edit: kept as it was
+    assert after["g"].text == "def g(y):\n    return y * 2"  # the edited one: found again
+    assert after["C"].start_byte == before["C"].start_byte + len(" * 2")  # below: moved...
+    assert after["C"].text is before["C"].text  # ... not extracted again
+    assert cache.definitions_reused == 3
+    fresh = extract_definitions(py.parser().parse(edited.encode()), edited.encode(), py)
+    assert second.definitions == fresh
+
+
+@pytest.mark.parametrize("language", ["python", "java", "cpp", "c", "javascript", "typescript", "go", "rust"])
+def test_incremental_definitions_match_a_fresh_search(language: str) -> None:
+    """Random edits (typing, deleting, unbalancing braces): the definitions kept and found
+    again after each edit are exactly what a search of the whole new tree finds."""
+    import random
+
+    lang = get_language(language)
+    rng = random.Random(language)
+    cache = ContextCache()
+    for path in sorted((FIXTURES / language).iterdir()):
+        text = path.read_text().replace(MARKER, "")
+        for version in range(1, 25):
+            at = rng.randrange(len(text) + 1)
+            end = min(len(text), at + rng.randrange(5))
+            text = text[:at] + rng.choice(["", "x", "{", "}", "(a)", "\n", "é", ":", "int y;", "\ndef g():\n"]) + text[end:]
+            got = cache.document(str(path), lang, text, version).definitions
+            source = text.encode()
+            assert got == extract_definitions(lang.parser().parse(source), source, lang), (path.name, version)
+    assert cache.definitions_reused > 0
+
+
+def test_documents_without_a_key_are_not_cached() -> None:
+    py = get_language("python")
+    cache = ContextCache()
+    window = SourceDocument("a.py", py, "x = 1\n", version=3, cacheable=False)
+    assert window.cache_key is None
+    assert SourceDocument(None, py, "x = 1\n").cache_key is None
+    for _ in range(2):
+        cache.document(window.cache_key, py, window.text, window.version)
+    assert (cache.full_parses, cache.hits) == (2, 0)
+    cache.tree("a.py", py, "x = 1\n", version=3)
+    assert (cache.full_parses, cache.hits) == (3, 0)  # the window left nothing under the path
+
+
+def test_diff_bytes_across_chunks_matches_a_byte_by_byte_diff() -> None:
+    import random
+
+    rng = random.Random(3)
+    for _ in range(30):
+        old = bytes(rng.choice(b"ab\n") for _ in range(rng.randrange(20000)))
+        at = rng.randrange(len(old) + 1)
+        end = min(len(old), at + rng.randrange(9000))
+        new = old[:at] + bytes(rng.choice(b"abc") for _ in range(rng.randrange(9000))) + old[end:]
+        edit = diff_bytes(old, new)
+        start = 0
+        while start < min(len(old), len(new)) and old[start] == new[start]:
+            start += 1
+        assert edit.start_byte == start
+        assert old[edit.old_end_byte :] == new[edit.new_end_byte :]
+        assert len(old) - edit.old_end_byte == len(new) - edit.new_end_byte
+        assert edit.old_end_byte >= start and edit.new_end_byte >= start
+        # the common suffix is the longest one that does not overlap the prefix
+        tail = len(old) - edit.old_end_byte
+        assert tail == min(len(old), len(new)) - start or old[edit.old_end_byte - 1] != new[edit.new_end_byte - 1]
 
 
 def test_diff_bytes_finds_the_single_edit() -> None:

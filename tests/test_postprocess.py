@@ -138,6 +138,21 @@ CASES = [
      "\n  return x + 1;\n}\n\nf(1);\n", "\n  return x + 1;\n}", True),
     ("rust-broken-above", "rust", "fn g( -> i32 {\n    1\n}\nfn f(x: i32) -> i32 {█\n",
      "\n    x + 1\n}\n\nfn h() {\n", "\n    x + 1\n}", True),
+    # --- a ":" or "{" that ends the code but opens no block: the parse tree tells ------------
+    ("py-slice-mid-line", "python", "y = d[a:█]\n", "b]\nprint(y)\n", "b", False),
+    ("py-dict-value", "python", 'd = {"a":█}\n', ' 1}\nprint(d)\n', " 1", False),
+    ("py-lambda-in-call", "python", "ys = map(lambda x:█, xs)\n", " x * 2, xs)\nprint(ys)\n", " x * 2", False),
+    ("py-annotation", "python", "def f(x:█)\n", " int) -> int:\n    return x\n", " int", False),
+    ("js-template-substitution", "javascript", "const s = `${█}`;\n", "name}`;\nconsole.log(s);\n", "name", False),
+    ("js-object-inline", "javascript", "const o = {█};\n", " a: 1 };\nf(o);\n", " a: 1", False),
+    ("java-array-initializer", "java", "class A {\n  int[] a = {█};\n}\n", "1, 2, 3};\n}\n", "1, 2, 3", False),
+    ("go-composite-literal", "go", "package main\n\nvar x = []int{█}\n", "1, 2, 3}\n\nfunc main() {}\n", "1, 2, 3", False),
+    ("rust-struct-expression", "rust", "fn f() -> P {\n    P {█}\n}\n", " x: 1, y: 2 }\n}\n", " x: 1, y: 2", False),
+    # ... while a literal left open at the end of the line is written over the next lines.
+    ("js-object-multiline", "javascript", "const o = {█\n", "\n  a: 1,\n  b: 2,\n};\n\nf(o);\n",
+     "\n  a: 1,\n  b: 2,\n}", True),
+    ("py-comment-after-opener", "python", "def f(x):\n    while x:  # until done█\n    return x\n",
+     "\n        x -= 1\n    return x\n", "\n        x -= 1", True),
     # --- never only whitespace ------------------------------------------------------------
     ("py-whitespace", "python", "def f():\n    █\n", "   \n\n   ", None, True),
     ("cpp-only-newline", "cpp", "int x = █;\n", "\n", None, False),

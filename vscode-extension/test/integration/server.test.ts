@@ -15,7 +15,9 @@ import {
 import { TestLspClient } from '../support/lspClient';
 import { testBackend, VENV_PYTHON } from '../support/model';
 
-const PY_SOURCE = 'import os\n\n\ndef add(a, b):\n    """Return the sum of a and b."""\n    return ';
+// The cursor stands in a comment: the tiny random test model writes words, which the
+// server drops as junk where code is expected (codeglm/syntax_guard.py).
+const PY_SOURCE = 'import os\n\n\ndef add(a, b):\n    """Return the sum of a and b."""\n    # return ';
 const JAVA_SOURCE = [
   'public class Greeter {',
   '    public static int add(int a, int b) {',
