@@ -1,26 +1,32 @@
 """The generation engine: prefill, then decode into a preallocated KV cache.
 
-One ``generate`` call runs its prompts as few batches as ``max_batch_size`` allows. In
-a batch each prompt is prefilled on its own (so a shared token prefix with a recent
-prompt is taken from the prefix cache rather than recomputed) into the first row of
-its samples, left-padded to the batch's longest prompt, and copied to the rows of its
-other samples; then all rows decode together, one token per step, each step writing
-into the same preallocated cache (see ``codeglm.kv_cache``).
+One call runs its requests (``PromptRequest``: a prompt, ``n``, sampling parameters,
+stop strings, a ``finished`` callback and a cancel token, each its own) in as few
+batches as ``max_batch_size`` allows. In a batch each prompt is prefilled on its own
+(so a shared token prefix with a recent prompt is taken from the prefix cache rather
+than recomputed) into the first row of its samples, left-padded to the batch's
+longest prompt, and copied to the rows of its other samples; then all rows decode
+together, one token per step, each step writing into the same preallocated cache
+(see ``codeglm.kv_cache``). Each row samples with its own request's parameters
+(``codeglm.sampling.choose_tokens``). Rows whose samples have ended are taken out of
+the batch (their cache rows compacted away) once they are a quarter of it, so they
+stop costing compute while the others go on.
 
 Text rules, checked as tokens arrive: a sample ends at end-of-text, at the first
 occurrence of a stop string (which is not returned), when the ``finished`` callback
-returns a length to keep, at ``max_new_tokens`` or at the context's end, or when its
-``CancelToken`` is tripped (checked before every model step). Streaming yields only
-text that can no longer change: never a partial UTF-8 character, never the start of a
-stop string that might still complete.
+returns a length to keep, at its ``max_new_tokens`` or at the context's end, or when
+its request's ``CancelToken`` is tripped (checked before every model step; the other
+requests go on). ``stream_requests`` reports, after every step, the new text of each
+sample that can no longer change: never a partial UTF-8 character, never the start
+of a stop string that might still complete.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -31,7 +37,7 @@ from codeglm.backends.text_rules import first_stop, held_back_length
 from codeglm.kv_cache import CacheShape, StaticKVCache
 from codeglm.model import CodeGeeXForCausalLM
 from codeglm.prefix_cache import PrefixCache
-from codeglm.sampling import choose_tokens, make_generator
+from codeglm.sampling import RowGroup, choose_tokens, make_generator
 
 # What ``--dtype`` may say, and the floating type the weights are loaded in.
 DTYPES: dict[str, torch.dtype] = {
@@ -118,41 +124,111 @@ class SampleText:
 
 
 @dataclass(frozen=True)
+class PromptRequest:
+    """``n`` samples of one prompt (token ids) with their own sampling parameters, stop
+    strings, ``finished`` callback and cancel token. Requests that differ in any of
+    these still share a batch."""
+
+    tokens: tuple[int, ...]
+    params: SamplingParams = field(default_factory=SamplingParams)
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    finished: FinishedCallback | None = None
+    cancel: CancelToken | None = None
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.cancelled
+
+
+@dataclass(frozen=True)
+class SampleUpdate:
+    """What one sample did since the last update: new stable text (``delta``, possibly
+    empty) and, in its last update, its ``completion``."""
+
+    prompt_index: int
+    sample_index: int
+    delta: str
+    completion: Completion | None = None
+
+
+@dataclass(frozen=True)
 class Job:
-    """``count`` samples of prompt ``prompt_index``, numbered from ``first_sample``."""
+    """``count`` samples of prompt ``prompt_index``, numbered from ``first_sample``, each
+    generating at most ``budget`` tokens."""
 
     prompt_index: int
     tokens: tuple[int, ...]
     first_sample: int
     count: int
+    budget: int
 
 
-def plan_batches(
-    prompts: Sequence[Sequence[int]], n: int, max_new_tokens: int, max_rows: int, context: int
-) -> list[list[Job]]:
-    """Group the samples of all prompts into batches of at most ``max_rows`` rows.
+def split_into_jobs(requests: Sequence[PromptRequest], max_rows: int, context: int) -> list[Job]:
+    """One job per request, or more when it has more than ``max_rows`` samples; a job's
+    budget is its ``max_new_tokens`` clipped to the room its prompt leaves."""
+    return [
+        Job(i, request.tokens, first, min(max_rows, request.n - first),
+            min(request.params.max_new_tokens, context - len(request.tokens)))
+        for i, request in enumerate(requests)
+        for first in range(0, request.n, max_rows)
+    ]
 
-    A prompt's samples stay together unless there are more than ``max_rows`` of them.
-    A prompt joins a batch only if the batch's longest prompt plus ``max_new_tokens``
+
+def plan_batches(jobs: Sequence[Job], max_rows: int, context: int) -> list[list[Job]]:
+    """Group jobs into batches of at most ``max_rows`` rows, first come first placed.
+
+    A job joins a batch only if the batch's longest prompt plus its largest budget
     still fits the context (rows are left-padded to the longest prompt), so batching
     never shortens a completion.
     """
-    jobs = [
-        Job(i, tuple(tokens), first, min(max_rows, n - first))
-        for i, tokens in enumerate(prompts)
-        for first in range(0, n, max_rows)
-    ]
     batches: list[list[Job]] = []
     for job in jobs:
         for batch in batches:
             rows = sum(j.count for j in batch) + job.count
             longest = max(len(j.tokens) for j in (*batch, job))
-            if rows <= max_rows and longest + max_new_tokens <= context:
+            steps = max(j.budget for j in (*batch, job))
+            if rows <= max_rows and longest + steps <= context:
                 batch.append(job)
                 break
         else:
             batches.append([job])
     return batches
+
+
+def should_drop_finished_rows(finished: int, rows: int) -> bool:
+    """Whether to take ``finished`` rows out of a batch of ``rows`` before the next step.
+
+    Dropping moves every remaining row's cache (about what one step's attention reads),
+    while a finished row left in costs a share of every later step. So rows are dropped
+    once they are a quarter of the batch: at once in batches of up to four rows, by
+    twos in a batch of eight.
+    """
+    return finished > 0 and 4 * finished >= rows
+
+
+def sample_updates(
+    jobs: Sequence[Job], samples: Sequence[Sequence[SampleText]], ended: set[tuple[int, int]]
+) -> list[SampleUpdate]:
+    """The updates of the jobs' samples since the last call; ``ended`` remembers which
+    samples already had their last one."""
+    updates = []
+    for job in jobs:
+        for k in range(job.first_sample, job.first_sample + job.count):
+            if (job.prompt_index, k) in ended:
+                continue
+            sample = samples[job.prompt_index][k]
+            delta = sample.take_delta()
+            if sample.done:
+                ended.add((job.prompt_index, k))
+                updates.append(SampleUpdate(job.prompt_index, k, delta, sample.completion()))
+            elif delta:
+                updates.append(SampleUpdate(job.prompt_index, k, delta))
+    return updates
 
 
 @dataclass
@@ -165,6 +241,7 @@ class GenerationStats:
     decode_steps: int = 0
     decode_seconds: float = 0.0
     rows: int = 0
+    dropped_rows: int = 0  # finished rows taken out of their batch before it ended
 
 
 def store_linear_weights_transposed(model: torch.nn.Module) -> int:
@@ -219,6 +296,7 @@ class Engine:
         self.max_batch_size = max_batch_size
         config = model.config
         self.context_length: int = config.max_position_embeddings
+        self.vocab_size: int = config.vocab_size
         embeddings = model.transformer.wte.weight
         self.cache_shape = CacheShape(
             layers=config.num_cache_layers,
@@ -262,24 +340,31 @@ class Engine:
         cancel: CancelToken | None = None,
     ) -> list[list[Completion]]:
         """``generate`` from token ids."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        for tokens in prompts:
-            self._check_prompt(tokens)
-        results: list[list[Completion | None]] = [[None] * n for _ in prompts]
-        with self._lock:
-            self.last_stats = GenerationStats()
-            plan = plan_batches(prompts, n, params.max_new_tokens, self.max_batch_size, self.context_length)
-            for batch in plan:
-                samples: list[SampleText] = []
-                for step_samples in self._run(batch, params, stop, finished, cancel):
-                    samples = step_samples  # the same list each step; the last is final
-                row = 0
-                for job in batch:
-                    for k in range(job.count):
-                        results[job.prompt_index][job.first_sample + k] = samples[row].completion()
-                        row += 1
+        return self.generate_requests(
+            [PromptRequest(tuple(tokens), params, n, tuple(stop), finished, cancel) for tokens in prompts]
+        )
+
+    def generate_requests(self, requests: Sequence[PromptRequest]) -> list[list[Completion]]:
+        """The completions of each request, in request order, decoded together."""
+        results: list[list[Completion | None]] = [[None] * request.n for request in requests]
+        for updates in self.stream_requests(requests):
+            for update in updates:
+                if update.completion is not None:
+                    results[update.prompt_index][update.sample_index] = update.completion
         return [[c for c in per_prompt if c is not None] for per_prompt in results]
+
+    def stream_requests(self, requests: Sequence[PromptRequest]) -> Generator[list[SampleUpdate], None, None]:
+        """Decode several requests in as few batches as fit; after every step, the
+        updates of the samples that have new stable text or have just ended (each
+        sample's last update carries its completion).
+
+        Prompts are checked now (``ValueError``); generation runs as the result is
+        iterated, holding the engine for that long. A request whose cancel token is
+        tripped ends ("cancelled") within one step; the others go on.
+        """
+        for request in requests:
+            self._check_prompt(request.tokens)
+        return self._stream_requests(tuple(requests))
 
     def stream(
         self,
@@ -290,24 +375,9 @@ class Engine:
         cancel: CancelToken | None = None,
     ) -> Iterator[str]:
         """Text deltas of one sample as they become final (see the module docstring)."""
-        tokens = self.tokenizer.encode(prompt)
-        self._check_prompt(tokens)
-        return self._stream(tuple(tokens), params, stop, finished, cancel)
-
-    def _stream(
-        self,
-        tokens: tuple[int, ...],
-        params: SamplingParams,
-        stop: Sequence[str],
-        finished: FinishedCallback | None,
-        cancel: CancelToken | None,
-    ) -> Iterator[str]:
-        with self._lock:
-            self.last_stats = GenerationStats()
-            for samples in self._run([Job(0, tokens, 0, 1)], params, stop, finished, cancel):
-                delta = samples[0].take_delta()
-                if delta:
-                    yield delta
+        request = PromptRequest(tuple(self.tokenizer.encode(prompt)), params, 1, tuple(stop), finished, cancel)
+        steps = self.stream_requests([request])
+        return (update.delta for updates in steps for update in updates if update.delta)
 
     # --- the generation loop ----------------------------------------------------
 
@@ -319,6 +389,29 @@ class Engine:
                 f"prompt of {len(tokens)} tokens does not fit the model's context of "
                 f"{self.context_length} tokens: shorten it"
             )
+
+    def _stream_requests(self, requests: tuple[PromptRequest, ...]) -> Generator[list[SampleUpdate], None, None]:
+        samples = [[SampleText(self.tokenizer, r.stop, r.finished) for _ in range(r.n)] for r in requests]
+        ended: set[tuple[int, int]] = set()
+        with self._lock:
+            self.last_stats = GenerationStats()
+            jobs = split_into_jobs(requests, self.max_batch_size, self.context_length)
+            to_run: list[Job] = []
+            for job in jobs:
+                reason = "cancelled" if requests[job.prompt_index].cancelled else "length" if job.budget <= 0 else None
+                if reason is None:
+                    to_run.append(job)
+                    continue
+                for k in range(job.first_sample, job.first_sample + job.count):
+                    samples[job.prompt_index][k].finish("", reason)
+            updates = sample_updates(jobs, samples, ended)
+            if updates:
+                yield updates
+            for batch in plan_batches(to_run, self.max_batch_size, self.context_length):
+                for _ in self._run(batch, requests, samples):
+                    updates = sample_updates(batch, samples, ended)
+                    if updates:
+                        yield updates
 
     def _workspace_for(self, rows: int, positions: int) -> StaticKVCache:
         """A cache of ``rows`` rows and at least ``positions`` positions, reused if possible."""
@@ -350,7 +443,10 @@ class Engine:
         return out.logits[:, -1]
 
     def _prefill(self, tokens: tuple[int, ...], cache: StaticKVCache) -> torch.Tensor:
-        """Fill a one-row cache with a prompt's KV, reusing a cached prefix; (1, V) logits."""
+        """Fill a one-row cache with a prompt's KV, reusing a cached prefix; (1, V) logits.
+
+        The prompt's KV is then remembered at once, so a later prompt of the same batch
+        can reuse it too."""
         match = self.prefix_cache.lookup(tokens) if self.prefix_cache.max_tokens else None
         # At least the last token is computed: its logits choose the first new token.
         reused = min(match.length, len(tokens) - 1) if match is not None and match.entry is not None else 0
@@ -360,121 +456,125 @@ class Engine:
             )
         self.last_stats.reused_prefix_tokens += reused
         ids = torch.tensor([tokens[reused:]], dtype=torch.long, device=self.cache_shape.device)
-        return self._forward(ids, cache)
+        logits = self._forward(ids, cache)
+        if self.prefix_cache.max_tokens:
+            keys, values = cache.prefix(0, len(tokens))
+            self.prefix_cache.store(tokens, keys, values)
+        return logits
 
     @torch.inference_mode()
     def _run(
-        self,
-        batch: list[Job],
-        params: SamplingParams,
-        stop: Sequence[str],
-        finished: FinishedCallback | None,
-        cancel: CancelToken | None,
-    ) -> Iterator[list[SampleText]]:
-        """Generate one batch; yields the samples after every step."""
+        self, batch: list[Job], requests: Sequence[PromptRequest], samples: Sequence[Sequence[SampleText]]
+    ) -> Iterator[None]:
+        """Generate one batch; yields after every step and once at the end."""
         device = self.cache_shape.device
         stats = self.last_stats
         started = time.perf_counter()
-        samples = [SampleText(self.tokenizer, stop, finished) for job in batch for _ in range(job.count)]
-        rows = len(samples)
+        # Row r of the batch is sample row_keys[r][1] of batch[row_keys[r][0]].
+        row_keys = [(j, k) for j, job in enumerate(batch) for k in range(job.count)]
+        rows = len(row_keys)
         longest = max(len(job.tokens) for job in batch)
-        budget = min(params.max_new_tokens, self.context_length - longest)
         stats.rows += rows
         stats.prompt_tokens += sum(len(job.tokens) for job in batch)
-        if budget <= 0:
-            for sample in samples:
-                sample.finish("", "length")
-            yield samples
-            return
-        cache = self._workspace_for(rows, longest + budget)
+        cache = self._workspace_for(rows, longest + max(job.budget for job in batch))
         padded = any(len(job.tokens) < longest for job in batch)
 
-        # Prefill: each prompt into the first row of its samples, right-aligned.
+        # Prefill: each prompt into the first row of its samples, right-aligned. A
+        # prompt cancelled meanwhile is not computed: its rows hold zeros (never NaN,
+        # which attention would spread as 0 * NaN) until they leave the batch.
         logits_rows: list[torch.Tensor] = []
         first_row = 0
         for job in batch:
-            if cancel is not None and cancel.cancelled:
-                break
             offset = longest - len(job.tokens)
-            if offset:
-                for row in range(first_row, first_row + job.count):
-                    cache.zero_positions(row, offset)
-            logits = self._prefill(job.tokens, cache.rows(first_row, first_row + 1, offset))
-            if job.count > 1:
-                cache.copy_row_to_rows(first_row, first_row + 1, first_row + job.count, longest)
-            logits_rows.append(logits.expand(job.count, -1))
+            if requests[job.prompt_index].cancelled:
+                for k in range(job.count):
+                    cache.zero_positions(first_row + k, longest)
+                    samples[job.prompt_index][job.first_sample + k].finish("", "cancelled")
+                logits_rows.append(torch.zeros(job.count, self.vocab_size, dtype=self.cache_shape.dtype, device=device))
+            else:
+                if offset:
+                    for row in range(first_row, first_row + job.count):
+                        cache.zero_positions(row, offset)
+                logits = self._prefill(job.tokens, cache.rows(first_row, first_row + 1, offset))
+                if job.count > 1:
+                    cache.copy_row_to_rows(first_row, first_row + 1, first_row + job.count, longest)
+                logits_rows.append(logits.expand(job.count, -1))
             first_row += job.count
-        if cancel is not None and cancel.cancelled:
-            for sample in samples:
-                sample.finish("", "cancelled")
-            yield samples
-            return
         cache.length = longest
         logits = torch.cat(logits_rows)  # (rows, V)
         if self.logits_tap is not None:
             self.logits_tap(logits)
 
-        generators = [make_generator(params.seed, device) for _ in batch]
-        if params.seed is not None:
-            for generator, job in zip(generators, batch, strict=True):
-                # Samples numbered from k of a prompt split over batches draw differently.
-                generator.manual_seed(params.seed + 1_000_003 * job.first_sample)
-        counts = [job.count for job in batch]
+        generators = [make_generator(job_seed(requests[job.prompt_index].params, job), device) for job in batch]
 
+        def row_groups() -> list[RowGroup]:
+            groups = []
+            for j, job in enumerate(batch):
+                live = tuple(k for jj, k in row_keys if jj == j)
+                if live:
+                    groups.append(RowGroup(requests[job.prompt_index].params, generators[j], job.count, live))
+            return groups
+
+        def row_samples() -> list[SampleText]:
+            return [samples[batch[j].prompt_index][batch[j].first_sample + k] for j, k in row_keys]
+
+        groups, live_samples = row_groups(), row_samples()
         # Left padding: a mask over the cached positions, and each row's own positions.
         mask: torch.Tensor | None = None
         positions: torch.Tensor | None = None
         if padded:
             mask = torch.ones(rows, cache.capacity, dtype=torch.long, device=device)
-            lengths = []
-            row = 0
-            for job in batch:
-                for _ in range(job.count):
-                    mask[row, : longest - len(job.tokens)] = 0
-                    lengths.append(len(job.tokens))
-                    row += 1
+            for row, (j, _) in enumerate(row_keys):
+                mask[row, : longest - len(batch[j].tokens)] = 0
+            lengths = [len(batch[j].tokens) for j, _ in row_keys]
             positions = torch.tensor(lengths, dtype=torch.long, device=device).unsqueeze(1)  # (rows, 1)
 
         eos = self.tokenizer.eos_token_id
-        decode_started = 0.0
-        for step in range(budget):
-            next_tokens = choose_tokens(logits, params, generators, counts)  # (rows,)
+        decode_started = time.perf_counter()
+        step = 0
+        while True:
+            next_tokens = choose_tokens(logits, groups)  # (rows,)
             if step == 0:
                 stats.prefill_seconds += time.perf_counter() - started
                 decode_started = time.perf_counter()
-            for sample, token in zip(samples, next_tokens.tolist(), strict=True):
+            for (j, _), sample, token in zip(row_keys, live_samples, next_tokens.tolist(), strict=True):
                 sample.add(token, eos)
-            if all(s.done for s in samples):
+                if len(sample.token_ids) >= batch[j].budget:
+                    sample.finish(sample.text, "length")  # no-op when it has just ended otherwise
+            yield
+            for job in batch:  # a cancel that came while the step's text was read
+                if requests[job.prompt_index].cancelled:
+                    for k in range(job.count):
+                        sample = samples[job.prompt_index][job.first_sample + k]
+                        sample.finish(sample.text, "cancelled")
+            finished = [s.done for s in live_samples]
+            if all(finished):
                 break
-            if step == budget - 1:
-                break
-            yield samples
-            if cancel is not None and cancel.cancelled:
-                for sample in samples:
-                    sample.finish(sample.text, "cancelled")
-                break
+            if should_drop_finished_rows(sum(finished), len(live_samples)):
+                keep = [row for row, done in enumerate(finished) if not done]
+                stats.dropped_rows += len(finished) - len(keep)
+                cache = cache.keep_rows(keep)
+                index = torch.tensor(keep, dtype=torch.long, device=device)
+                next_tokens = next_tokens[index]
+                mask = None if mask is None else mask[index]
+                positions = None if positions is None else positions[index]
+                row_keys = [row_keys[row] for row in keep]
+                groups, live_samples = row_groups(), row_samples()
             step_mask = None if mask is None else mask[:, : cache.length + 1]
             step_positions = None if positions is None else positions + step
             logits = self._forward(next_tokens.unsqueeze(1), cache, step_mask, step_positions)
             stats.decode_steps += 1
+            step += 1
             if self.logits_tap is not None:
                 self.logits_tap(logits)
-        for sample in samples:
-            sample.finish(sample.text, "length")
         stats.decode_seconds += time.perf_counter() - decode_started
-        self._remember_prompts(batch, cache, longest)
-        yield samples
+        yield
 
-    def _remember_prompts(self, batch: list[Job], cache: StaticKVCache, longest: int) -> None:
-        """Keep each prompt's KV (still intact: decoding wrote after it) for later prompts."""
-        if not self.prefix_cache.max_tokens:
-            return
-        first_row = 0
-        for job in batch:
-            offset = longest - len(job.tokens)
-            keys, values = cache.rows(first_row, first_row + 1, offset).prefix(0, len(job.tokens))
-            self.prefix_cache.store(job.tokens, keys, values)
-            first_row += job.count
+
+def job_seed(params: SamplingParams, job: Job) -> int | None:
+    """The seed of a job's generator: samples numbered from k of a prompt split over
+    several jobs draw differently from those numbered from 0."""
+    return None if params.seed is None else params.seed + 1_000_003 * job.first_sample
 
 
 def load_model(path: str | Path, device: str = "cpu", dtype: str = "fp32") -> CodeGeeXForCausalLM:
@@ -517,11 +617,16 @@ __all__ = [
     "Engine",
     "GenerationStats",
     "Job",
+    "PromptRequest",
     "SampleText",
+    "SampleUpdate",
     "first_stop",
     "held_back_length",
+    "job_seed",
     "load_engine",
     "load_model",
     "plan_batches",
+    "should_drop_finished_rows",
+    "split_into_jobs",
     "store_linear_weights_transposed",
 ]

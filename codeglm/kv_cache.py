@@ -11,10 +11,12 @@ last layer has been written, so one model forward pass moves it once.
 ``rows(i, j, offset)`` gives a cache over a slice of the same buffers: the engine
 prefills one prompt into rows of a batch (left-padded by ``offset`` positions) and
 copies the prompt's KV to the other samples' rows, all without new allocations.
+``keep_rows`` drops the rows of finished samples by moving the others up.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -103,6 +105,22 @@ class StaticKVCache:
         which would leak through attention's 0 * NaN."""
         for buffer in self.keys + self.values:
             buffer[row, :, :stop].zero_()
+
+    def keep_rows(self, rows: Sequence[int]) -> StaticKVCache:
+        """A cache over the first ``len(rows)`` rows of these buffers holding rows ``rows``
+        of this cache, in that order: finished samples leave a batch, the others move up.
+
+        Only the ``length`` cached positions are moved, in place; nothing is allocated
+        beyond one copy of the kept rows' positions.
+        """
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.keys[0].device)
+        kept = len(rows)
+        for buffer in self.keys + self.values:
+            moved = buffer[:, :, : self.length].index_select(0, index)  # a copy: safe to write back over
+            buffer[:kept, :, : self.length].copy_(moved)
+        return StaticKVCache(
+            [k[:kept] for k in self.keys], [v[:kept] for v in self.values], length=self.length
+        )
 
     def prefix(self, row: int, length: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Copies of one row's first ``length`` positions, (1, nh, length, hs) per layer."""

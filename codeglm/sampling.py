@@ -1,14 +1,16 @@
 """Choosing the next token from logits: greedy, temperature, top-k and top-p.
 
-Sampled rows draw from a ``torch.Generator`` per prompt, seeded from
-``SamplingParams.seed``: the same seed gives the same samples, whatever other
-prompts share the batch.
+Each prompt's rows sample with the prompt's own parameters and draw from its own
+``torch.Generator``, seeded from ``SamplingParams.seed``: the same seed gives the
+same samples, whatever other prompts share the batch and whichever samples have
+already ended.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -44,40 +46,57 @@ def candidates(logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tens
     return tokens, probs
 
 
-def draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One index per row drawn with the rows' (unnormalised) probabilities, (B,).
+def draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One index per row drawn with the rows' (unnormalised) probabilities, (B,):
+    the one the row's uniform number ``u`` (B, 1) in [0, 1) picks.
 
     Inverse-CDF sampling: one uniform number per row and a binary search, much cheaper
     than ``torch.multinomial`` over a 50k vocabulary. A zero-probability index is never
     drawn (its CDF step is empty).
     """
     cdf = probs.cumsum(dim=-1)  # (B, K)
-    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype)
     index = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
     return index.clamp(max=probs.shape[-1] - 1).squeeze(-1)
 
 
-def choose_tokens(
-    logits: torch.Tensor,
-    params: SamplingParams,
-    generators: Sequence[torch.Generator],
-    rows_per_generator: Sequence[int],
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class RowGroup:
+    """Consecutive rows of a batch that sample alike: the samples of one prompt still decoded.
+
+    Every step draws ``drawn`` numbers from ``generator`` (one per sample the prompt
+    started with) and the rows take the ones at ``rows``: a sample's draws then do not
+    depend on which of its siblings have ended and left the batch.
+    """
+
+    params: SamplingParams
+    generator: torch.Generator
+    drawn: int
+    rows: tuple[int, ...]
+
+
+def choose_tokens(logits: torch.Tensor, groups: Sequence[RowGroup]) -> torch.Tensor:
     """The next token of each row, (B,) int64, from its (B, V) logits.
 
-    Rows are split in consecutive groups, ``rows_per_generator[i]`` rows drawing from
-    ``generators[i]`` (the samples of one prompt).
+    ``groups`` cover the rows in order, each with its own sampling parameters, so
+    requests with different temperatures, top-p, top-k or seeds share one batch.
     """
-    if params.temperature == 0:
+    if all(group.params.temperature == 0 for group in groups):
         return torch.argmax(logits, dim=-1)
-    tokens, probs = candidates(logits, params)
     chosen = []
     start = 0
-    for generator, count in zip(generators, rows_per_generator, strict=True):
-        chosen.append(draw(probs[start : start + count], generator))
-        start += count
-    index = torch.cat(chosen).unsqueeze(-1)  # (B, 1)
-    return tokens.gather(-1, index).squeeze(-1)
+    for group in groups:
+        part = logits[start : start + len(group.rows)]
+        start += len(group.rows)
+        if group.params.temperature == 0:
+            chosen.append(torch.argmax(part, dim=-1))
+            continue
+        tokens, probs = candidates(part, group.params)
+        u = torch.rand((group.drawn, 1), generator=group.generator, device=probs.device, dtype=probs.dtype)
+        if group.rows != tuple(range(group.drawn)):
+            u = u[list(group.rows)]
+        index = draw(probs, u).unsqueeze(-1)  # (b, 1)
+        chosen.append(tokens.gather(-1, index).squeeze(-1))
+    return torch.cat(chosen)
 
 
-__all__ = ["candidates", "choose_tokens", "draw", "make_generator"]
+__all__ = ["RowGroup", "candidates", "choose_tokens", "draw", "make_generator"]

@@ -6,27 +6,27 @@ list of strings, ``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``n``,
 ids and their count), ``GET /stats`` (batching and streaming counters) and
 ``GET /health``.
 
-Concurrency: non-streaming requests go to a ``BatchScheduler`` that gathers the ones
-arriving together and generates each group of compatible requests in one backend
-call (see ``codeglm.backends.batching``). Streaming requests each run on their own
-worker thread; the native engine serialises them with the batches on its lock. When
-a client disconnects its generation is cancelled: a stream at once, a batched request
-when everyone in its batch has gone. Bad requests get 400 (wrong field types or
-values, a prompt longer than the context, ``n`` too large) or 422 (a body that is not
-a JSON object), with an OpenAI-style ``{"error": {"message": ...}}``.
+Concurrency: every request, streamed or not, goes to a ``BatchScheduler`` that
+gathers the ones arriving together; with the native backend each gathering is one
+engine call that decodes them as one batch, streams getting their text after every
+step (see ``codeglm.backends.batching``). When a client disconnects its requests
+are cancelled within one decode step; the others in its batch go on. Bad requests
+get 400 (wrong field types or values, a prompt that with ``max_tokens`` does not fit
+the context, ``n`` too large) or 422 (a body that is not a JSON object), with an
+OpenAI-style ``{"error": {"message": ...}}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import sys
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -45,8 +45,8 @@ from codeglm.backends.base import (
     GenerationRequest,
     SamplingParams,
 )
+from codeglm.backends.batch_entry import SampleListener
 from codeglm.backends.batching import BatchScheduler
-from codeglm.backends.worker_stream import drain
 
 StrictNonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
 StrictPositiveInt = Annotated[int, Field(strict=True, ge=1)]
@@ -116,6 +116,20 @@ class StreamStats:
     active: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def opened(self) -> None:
+        with self.lock:
+            self.started += 1
+            self.active += 1
+
+    def closed(self, completions: Sequence[Completion]) -> None:
+        cancelled = [c.generated_tokens for c in completions if c.finish_reason == "cancelled"]
+        with self.lock:
+            self.active -= 1
+            self.finished += 1
+            if cancelled:
+                self.cancelled += 1
+                self.cancelled_generated_tokens.append(max(cancelled))
+
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {
@@ -134,17 +148,6 @@ class CompletionPlan:
     requests: tuple[GenerationRequest, ...]
     prompt_tokens: tuple[int, ...]
     n: int
-
-    def single_samples(self) -> list[tuple[int, GenerationRequest]]:
-        """(choice index, one-sample request) for each choice, in OpenAI's order."""
-        out = []
-        for p, request in enumerate(self.requests):
-            for k in range(self.n):
-                params = request.params
-                if params.seed is not None:
-                    params = dataclasses.replace(params, seed=params.seed + k)  # distinct samples
-                out.append((p * self.n + k, dataclasses.replace(request, n=1, params=params)))
-        return out
 
 
 def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None) -> dict[str, Any]:
@@ -190,11 +193,23 @@ def plan_completion(body: CompletionBody, backend: Backend, settings: ServerSett
                 "(prompt and completion together): shorten it",
                 "prompt",
             )
+        if tokens + body.max_tokens > backend.context_length:
+            raise BadRequest(context_overflow_message(where, tokens, body.max_tokens, backend.context_length),
+                             "max_tokens")
         counts.append(tokens)
     requests = tuple(
         GenerationRequest(prompt=p, params=params, n=body.n, stop=stop, suffix=body.suffix) for p in prompts
     )
     return CompletionPlan(requests=requests, prompt_tokens=tuple(counts), n=body.n)
+
+
+def context_overflow_message(where: str, prompt_tokens: int, max_tokens: int, context: int) -> str:
+    """What vLLM says when prompt and completion together exceed the context."""
+    return (
+        f"This model's maximum context length is {context} tokens. However, you requested "
+        f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the {where}, {max_tokens} for the completion). "
+        f"Reduce the prompt or max_tokens (at most {context - prompt_tokens} with this prompt)."
+    )
 
 
 def _describe_validation_errors(errors: Sequence[Any]) -> tuple[int, str, str | None]:
@@ -304,7 +319,7 @@ def create_app(backend: Backend, settings: ServerSettings | None = None) -> Fast
         plan = await run_in_threadpool(plan_completion, body, backend, settings)
         if body.stream:
             return StreamingResponse(
-                _stream_events(plan, backend, settings.model_name, streams), media_type="text/event-stream"
+                _stream_events(plan, scheduler, settings.model_name, streams), media_type="text/event-stream"
             )
         tokens = [CancelToken() for _ in plan.requests]
         futures = [asyncio.wrap_future(scheduler.submit(r, t)) for r, t in zip(plan.requests, tokens, strict=True)]
@@ -330,45 +345,58 @@ def _chunk(completion_id: str, model: str, index: int, text: str, finish_reason:
     return f"data: {json.dumps(event)}\n\n"
 
 
-async def _stream_events(plan: CompletionPlan, backend: Backend, model: str, stats: StreamStats) -> AsyncIterator[str]:
-    """Server-sent events of a streamed completion; leaving early cancels the generation."""
+async def _stream_events(
+    plan: CompletionPlan, scheduler: BatchScheduler, model: str, stats: StreamStats
+) -> AsyncIterator[str]:
+    """Server-sent events of a streamed completion; leaving early cancels its requests.
+
+    Each prompt is one request to the batcher, which may decode it together with other
+    clients' requests; choices' chunks interleave as their text arrives.
+    """
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[tuple[str, int, str]] = asyncio.Queue()
-    cancel = CancelToken()
+    tokens = [CancelToken() for _ in plan.requests]
 
     def put(kind: str, index: int = 0, text: str = "") -> None:
+        # Raises RuntimeError once the event loop is gone: the batcher then cancels the request.
+        loop.call_soon_threadsafe(events.put_nowait, (kind, index, text))
+
+    def listener_for(prompt_index: int) -> SampleListener:
+        def on_sample(sample_index: int, delta: str, completion: Completion | None) -> None:
+            index = prompt_index * plan.n + sample_index
+            if delta:
+                put("delta", index, delta)
+            if completion is not None and completion.finish_reason != "cancelled":
+                put("end", index, completion.finish_reason)
+
+        return on_sample
+
+    outstanding = len(plan.requests)
+    ended: list[Completion] = []
+    lock = threading.Lock()
+
+    def on_done(future: Future[list[Completion]]) -> None:
+        nonlocal outstanding
+        error = future.exception()
+        with lock:
+            outstanding -= 1
+            last = outstanding == 0
+            if error is None:
+                ended.extend(future.result())
         try:
-            loop.call_soon_threadsafe(events.put_nowait, (kind, index, text))
+            if error is not None:
+                message = str(error) if isinstance(error, BackendError) else f"{type(error).__name__}: {error}"
+                put("error", 0, message)
+            if last:
+                stats.closed(ended)
+                put("done")
         except RuntimeError:  # the event loop is gone: nobody is listening
-            cancel.cancel()
+            pass
 
-    def work() -> None:
-        with stats.lock:
-            stats.started += 1
-            stats.active += 1
-        try:
-            for index, request in plan.single_samples():
-                if cancel.cancelled:
-                    break
-                stream = backend.stream(request, cancel)
-                _, completion = drain(stream, lambda delta, i=index: put("delta", i, delta))
-                reason = completion.finish_reason if completion else ("cancelled" if cancel.cancelled else "stop")
-                if reason == "cancelled":
-                    with stats.lock:
-                        stats.cancelled += 1
-                        stats.cancelled_generated_tokens.append(completion.generated_tokens if completion else -1)
-                    break
-                put("end", index, reason)
-        except Exception as error:  # reported in the stream: the headers are already sent
-            put("error", 0, str(error) if isinstance(error, BackendError) else f"{type(error).__name__}: {error}")
-        finally:
-            with stats.lock:
-                stats.active -= 1
-                stats.finished += 1
-            put("done")
-
+    stats.opened()
+    for prompt_index, (request, token) in enumerate(zip(plan.requests, tokens, strict=True)):
+        scheduler.submit(request, token, listener_for(prompt_index)).add_done_callback(on_done)
     completion_id = f"cmpl-{uuid.uuid4().hex}"
-    threading.Thread(target=work, name="codeglm-api-stream", daemon=True).start()
     try:
         while True:
             kind, index, text = await events.get()
@@ -382,7 +410,8 @@ async def _stream_events(plan: CompletionPlan, backend: Backend, model: str, sta
                 break
         yield "data: [DONE]\n\n"
     finally:
-        cancel.cancel()  # a no-op after a full stream; stops generation if the client left
+        for token in tokens:
+            token.cancel()  # a no-op after a full stream; stops generation if the client left
 
 
 # --- the command ---------------------------------------------------------------------

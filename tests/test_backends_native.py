@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 from _backends_fixtures import shared_tiny_model_dir
 
-from codeglm.backends import BackendError, CancelToken, GenerationRequest, SamplingParams, load_backend
+from codeglm.backends import (
+    BackendError,
+    CancelToken,
+    Completion,
+    GenerationRequest,
+    SamplingParams,
+    load_backend,
+)
+from codeglm.backends.batch_entry import BatchEntry, SampleListener
 from codeglm.backends.native import NativeBackend
 from codeglm.backends.worker_stream import drain
 
@@ -117,9 +125,36 @@ def test_requests_batched_in_one_engine_call_equal_each_alone(backend: NativeBac
     assert together == [backend.generate(r) for r in requests]
 
 
-def test_generate_many_refuses_requests_that_cannot_share_a_batch(backend: NativeBackend) -> None:
-    with pytest.raises(ValueError, match="equal sampling parameters"):
-        backend.generate_many([GenerationRequest(PROMPT, greedy(4)), GenerationRequest(PROMPT, greedy(5))])
+def test_requests_with_different_settings_share_one_engine_call(backend: NativeBackend, reference: str) -> None:
+    stop, cut = stop_string_in(reference)
+    sampled = SamplingParams(max_new_tokens=9, temperature=0.8, top_p=0.9, seed=3)
+    requests = [
+        GenerationRequest(PROMPT, greedy(40), stop=(stop,)),
+        GenerationRequest(OTHER_PROMPT, sampled, n=3),
+        GenerationRequest(PROMPT, greedy(5)),
+    ]
+    heard: dict[tuple[int, int], str] = {}
+    last: dict[tuple[int, int], Completion] = {}
+
+    def listener(entry: int) -> SampleListener:
+        def on_sample(index: int, delta: str, completion: Completion | None) -> None:
+            assert (entry, index) not in last  # no text after a sample's completion
+            heard[(entry, index)] = heard.get((entry, index), "") + delta
+            if completion is not None:
+                last[(entry, index)] = completion
+
+        return on_sample
+
+    cancel = CancelToken()
+    cancel.cancel()
+    entries = [BatchEntry(r, listener=listener(i)) for i, r in enumerate(requests)]
+    together = backend.generate_batch([*entries, BatchEntry(GenerationRequest(PROMPT, greedy(40)), cancel)])
+    assert backend.engine.last_stats.rows == 5  # one batch; the cancelled request took no row
+    assert together[:3] == [backend.generate(r) for r in requests]
+    assert together[0][0].text == reference[:cut] and together[2][0].text == reference[: len(together[2][0].text)]
+    assert together[3] == [Completion("", "cancelled", 0)]
+    assert {key: c.text for key, c in last.items()} == heard
+    assert sorted(last) == [(0, 0), (1, 0), (1, 1), (1, 2), (2, 0)]
 
 
 def test_prompts_that_do_not_fit_are_refused(backend: NativeBackend) -> None:

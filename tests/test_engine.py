@@ -15,7 +15,15 @@ import torch
 
 from codeglm.backends.base import CancelToken, SamplingParams
 from codeglm.config import CodeGeeXConfig
-from codeglm.engine import Engine, load_engine, load_model
+from codeglm.engine import (
+    Engine,
+    PromptRequest,
+    load_engine,
+    load_model,
+    plan_batches,
+    should_drop_finished_rows,
+    split_into_jobs,
+)
 from codeglm.model import CodeGeeXForCausalLM
 from codeglm.tokenizer import CodeGeeXTokenizer, load_tokenizer
 
@@ -308,3 +316,122 @@ def test_load_engine_from_a_saved_directory(model: CodeGeeXForCausalLM, tokenize
         load_model(tmp_path, dtype="int4")
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_model(tmp_path / "missing")
+
+
+# --- several requests in one batch: own settings, own cancel, finished rows leave ---------
+
+
+def request(engine: Engine, prompt: str, params: SamplingParams, **kwargs) -> PromptRequest:
+    return PromptRequest(tuple(engine.tokenizer.encode(prompt)), params, **kwargs)
+
+
+def test_finished_rows_leave_the_batch_and_the_others_are_unchanged(
+    model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer
+) -> None:
+    engine = cold_engine(model, tokenizer)
+    alone_short = engine.generate([PROMPT], greedy(4), n=3)[0]
+    alone_long = engine.generate([OTHER_PROMPT], greedy(20))[0]
+    rows_per_step: list[int] = []
+    engine.logits_tap = lambda logits: rows_per_step.append(logits.shape[0])
+    short, long = engine.generate_requests(
+        [request(engine, PROMPT, greedy(4), n=3), request(engine, OTHER_PROMPT, greedy(20))]
+    )
+    engine.logits_tap = None
+    assert short == alone_short and long == alone_long
+    assert engine.last_stats.dropped_rows == 3
+    assert rows_per_step == [4] * 4 + [1] * 16  # one batch; after 4 tokens only the long row is computed
+
+
+def test_requests_with_different_settings_share_one_batch(
+    model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer
+) -> None:
+    engine = cold_engine(model, tokenizer)
+    sampled = SamplingParams(max_new_tokens=12, temperature=0.9, top_p=0.9, top_k=40, seed=5)
+    expected = [
+        engine.generate([PROMPT], greedy(10), stop=["\x00never"])[0],
+        engine.generate([OTHER_PROMPT], sampled, n=2)[0],
+    ]
+    together = engine.generate_requests(
+        [request(engine, PROMPT, greedy(10), stop=("\x00never",)), request(engine, OTHER_PROMPT, sampled, n=2)]
+    )
+    assert together == expected
+    assert engine.last_stats.rows == 3 and engine.last_stats.decode_steps == 11  # one batch, not 9 + 11 steps
+
+
+def test_a_seeded_samples_draws_do_not_depend_on_its_siblings_ending(
+    model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer
+) -> None:
+    engine = cold_engine(model, tokenizer)
+    params = SamplingParams(max_new_tokens=16, temperature=1.0, seed=11)
+    [free] = engine.generate([PROMPT], params, n=4)
+    texts = [c.text for c in free]
+    # A stop string early in one sample's text that another sample never produces.
+    stop = next(
+        texts[i][a : a + 2]
+        for i in range(4)
+        for a in range(len(texts[i]) // 2)
+        if "\ufffd" not in texts[i][a : a + 2] and any(texts[i][a : a + 2] not in t for t in texts)
+    )
+    [cut] = engine.generate([PROMPT], params, n=4, stop=[stop])
+    assert engine.last_stats.dropped_rows >= 1
+    for before, after in zip(free, cut, strict=True):
+        if stop in before.text:
+            assert after.text == before.text[: before.text.find(stop)] and after.finish_reason == "stop"
+        else:
+            assert after == before
+
+
+def test_cancelling_one_request_leaves_the_others_running(
+    model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer
+) -> None:
+    engine = cold_engine(model, tokenizer)
+    [[alone]] = engine.generate([OTHER_PROMPT], greedy(24))
+    cancel = CancelToken()
+
+    def cancel_after_five_characters(text: str) -> None:
+        if len(text) >= 5:
+            cancel.cancel()
+        return None
+
+    cancelled, other = engine.generate_requests([
+        request(engine, PROMPT, greedy(24), finished=cancel_after_five_characters, cancel=cancel),
+        request(engine, OTHER_PROMPT, greedy(24)),
+    ])
+    assert cancelled[0].finish_reason == "cancelled" and cancelled[0].generated_tokens < 24
+    assert other == [alone]
+
+
+def test_stream_requests_reports_each_samples_text_and_one_completion(
+    model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer
+) -> None:
+    engine = cold_engine(model, tokenizer)
+    requests = [request(engine, PROMPT, greedy(6), n=2), request(engine, OTHER_PROMPT, greedy(14))]
+    expected = engine.generate_requests(requests)
+    text: dict[tuple[int, int], str] = {}
+    completions: dict[tuple[int, int], list] = {}
+    steps = 0
+    for updates in engine.stream_requests(requests):
+        steps += 1
+        for update in updates:
+            key = (update.prompt_index, update.sample_index)
+            assert key not in completions  # nothing after a sample's last update
+            text[key] = text.get(key, "") + update.delta
+            if update.completion is not None:
+                completions[key] = [update.completion]
+    assert steps > 2
+    for (p, k), [completion] in completions.items():
+        assert completion == expected[p][k] and text[(p, k)] == completion.text
+    assert sorted(completions) == [(0, 0), (0, 1), (1, 0)]
+
+
+def test_drop_policy_and_batch_planning() -> None:
+    assert not should_drop_finished_rows(0, 4)
+    assert should_drop_finished_rows(1, 4) and should_drop_finished_rows(1, 2)
+    assert not should_drop_finished_rows(1, 8) and should_drop_finished_rows(2, 8)
+    requests = [PromptRequest((1,) * 10, greedy(50), n=3), PromptRequest((1,) * 90, greedy(5)),
+                PromptRequest((1,) * 40, greedy(60), n=2)]
+    jobs = split_into_jobs(requests, max_rows=4, context=100)
+    assert [(j.prompt_index, j.count, j.budget) for j in jobs] == [(0, 3, 50), (1, 1, 5), (2, 2, 60)]
+    # 90 + 50 > 100: the long prompt may not pad the first; the third does not fit the rows left.
+    assert [[j.prompt_index for j in b] for b in plan_batches(jobs, 4, 100)] == [[0], [1], [2]]
+    assert [[j.prompt_index for j in b] for b in plan_batches(jobs, 8, 100)] == [[0, 2], [1]]

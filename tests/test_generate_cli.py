@@ -14,6 +14,7 @@ from _backends_fixtures import PROJECT, shared_tiny_model_dir
 
 from codeglm.backends import GenerationRequest, SamplingParams, load_backend
 from codeglm.cli import main
+from codeglm.generate_cli import unescape_stop
 
 PROMPT = "def fibonacci(n):\n    "
 
@@ -43,15 +44,61 @@ def test_prompt_from_stdin_and_several_samples(
     monkeypatch.setenv("CODEGLM_BACKEND", f"native:{model_dir}")
     assert main(["generate", "--max-tokens", "6", "--n", "2", "--temperature", "0.8", "--seed", "3"]) == 0
     out, err = capsys.readouterr()
-    assert err.count("--- sample") == 2 and out.count("\n") >= 2
+    assert "--- sample 1/2 (" in err and "--- sample 2/2 (" in err and out.count("\n") >= 2
+    expected = load_backend(f"native:{model_dir}").generate(
+        GenerationRequest(PROMPT, SamplingParams(max_new_tokens=6, temperature=0.8, seed=3), n=2)
+    )
+    assert out == "".join(c.text + "\n" for c in expected)
+
+
+def test_dash_reads_stdin_and_stop_strings_understand_escapes(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [completion] = load_backend(f"native:{model_dir}").generate(GenerationRequest(PROMPT, SamplingParams(max_new_tokens=20)))
+    full = completion.text
+    stop = next(full[i : i + 2] for i in range(2, len(full) - 2) if full[i : i + 2].isprintable())
+    monkeypatch.setattr(sys, "stdin", io.StringIO(PROMPT))
+    escaped = stop.replace("\\", "\\\\")  # as typed in a shell: a backslash is written twice
+    assert main(["generate", "-", "--backend", f"native:{model_dir}", "--max-tokens", "20", "--stop", escaped]) == 0
+    assert capsys.readouterr().out == full[: full.find(stop)] + "\n"
+
+
+def test_unescape_stop() -> None:
+    assert unescape_stop(r"\n\n") == "\n\n"
+    assert unescape_stop(r"a\tb\\n") == "a\tb\\n"  # an escaped backslash, then a plain n
+    assert unescape_stop("plain") == "plain"
+
+
+@pytest.mark.parametrize(
+    ("argv", "stdin", "complaint"),
+    [
+        (["generate", ""], "", "the prompt is empty"),
+        (["generate"], "", "the prompt is empty"),
+        (["generate", "x", "--n", "0"], "", "--n must be >= 1, got 0"),
+        (["generate", "x", "--top-p", "0", "--max-tokens", "-1"], "",
+         "--max-tokens must be >= 0, got -1; --top-p must be in (0, 1], got 0.0"),
+        (["generate", "x", "--temperature", "-0.5"], "", "--temperature must be >= 0"),
+        (["generate", "x", "--stop", ""], "", "--stop must not be empty"),
+    ],
+)
+def test_bad_input_is_refused_before_loading_a_model(
+    argv: list[str], stdin: str, complaint: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    # A backend that cannot load: the complaint must come first, about the input.
+    assert main([*argv, "--backend", "native:/no/such/model"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("codeglm generate: ") and complaint in err and "does not exist" not in err
 
 
 @pytest.mark.parametrize(
     ("backend", "complaint"),
-    [("gguf:/nowhere", "does not start with a known kind"), ("native:/no/such/model", "does not exist")],
+    [("gguf:/nowhere", "does not start with a known kind"), ("native:/no/such/model", "does not exist"),
+     ("openai:http://127.0.0.1:9/v1#m --device cpu", "unknown option 'device' for a openai backend")],
 )
 def test_errors_are_messages_not_tracebacks(backend: str, complaint: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["generate", "x", "--backend", backend]) == 1
+    spec, *options = backend.split()
+    assert main(["generate", "x", "--backend", spec, *options]) == 1
     err = capsys.readouterr().err
     assert err.startswith("codeglm generate: ") and complaint in err
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -113,7 +114,7 @@ def test_several_clients_at_once_are_batched(server: ServeApi, remote: OpenAIBac
     after = server.stats()["batching"]
     requests = after["requests"] - before["requests"]
     calls = after["backend_calls"] - before["backend_calls"]
-    assert requests == len(PROMPTS)
+    assert requests == len(PROMPTS) + 1  # the stream too: it may share their batch
     assert calls < requests and after["largest_batch"] >= 2
     # Batching does not change greedy results.
     [alone] = remote.generate(GenerationRequest(PROMPTS[3], greedy(20)))
@@ -128,6 +129,123 @@ def wait_for(condition, seconds: float = 30.0):  # noqa: ANN001, ANN201
             return value
         time.sleep(0.1)
     raise AssertionError("condition not met in time")
+
+
+@dataclass
+class StreamRead:
+    """What a raw streaming client saw: text and finish reason per choice index."""
+
+    texts: dict[int, str] = field(default_factory=dict)
+    reasons: dict[int, str] = field(default_factory=dict)
+    done: bool = False  # the stream ended with data: [DONE]
+    chunks: int = 0
+    leave: threading.Event = field(default_factory=threading.Event)  # set: disconnect at the next chunk
+
+
+def read_stream(server: ServeApi, body: dict, seen: StreamRead, leave_after: int | None = None) -> None:
+    """Stream a completion into ``seen``; with ``leave_after``, disconnect after that many chunks."""
+    with httpx.stream("POST", f"{server.url}/v1/completions", json={**body, "stream": True}, timeout=120) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            if line == "data: [DONE]":
+                seen.done = True
+                return
+            choice = json.loads(line[5:])["choices"][0]
+            seen.chunks += 1
+            seen.texts[choice["index"]] = seen.texts.get(choice["index"], "") + choice["text"]
+            if choice["finish_reason"]:
+                seen.reasons[choice["index"]] = choice["finish_reason"]
+            if seen.leave.is_set() or (leave_after is not None and seen.chunks >= leave_after):
+                return  # leaving the block closes the connection
+
+
+def run_clients(clients: list[tuple[dict, StreamRead, int | None]], server: ServeApi) -> None:
+    errors: list[BaseException] = []
+
+    def client(body: dict, seen: StreamRead, leave_after: int | None) -> None:
+        try:
+            read_stream(server, body, seen, leave_after)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=client, args=args) for args in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+
+
+def test_concurrent_streams_share_engine_batches_and_a_leaver_does_not_break_them(server: ServeApi) -> None:
+    greedy_body = {"prompt": PROMPTS[0], "max_tokens": 24, "temperature": 0}
+    whole = httpx.post(f"{server.url}/v1/completions", json=greedy_body, timeout=60).json()["choices"][0]["text"]
+    stop = whole[8:11]
+    bodies = [
+        greedy_body,
+        {"prompt": PROMPTS[1], "max_tokens": 12, "temperature": 0},
+        {**greedy_body, "stop": [stop]},
+        {"prompt": PROMPTS[2], "max_tokens": 16, "temperature": 0.8, "top_p": 0.9, "seed": 7, "n": 2},
+    ]
+    expected = [httpx.post(f"{server.url}/v1/completions", json=b, timeout=60).json()["choices"] for b in bodies]
+    before = server.stats()
+    reads = [StreamRead() for _ in bodies]
+    leaver = StreamRead()
+    leaver_body = {"prompt": PROMPT, "max_tokens": LONG, "temperature": 0}
+    run_clients([*((b, r, None) for b, r in zip(bodies, reads, strict=True)), (leaver_body, leaver, 3)], server)
+
+    for read, choices in zip(reads, expected, strict=True):
+        assert read.done
+        assert read.texts == {c["index"]: c["text"] for c in choices}  # streamed equals whole, seeded n=2 too
+        assert read.reasons == {c["index"]: c["finish_reason"] for c in choices}
+    assert reads[2].reasons[0] == "stop" and reads[2].texts[0] == whole[: whole.find(stop)]
+    assert not leaver.done
+    after = wait_for(lambda: (s := server.stats())["streams"]["active"] == 0 and s)
+    requests = after["batching"]["requests"] - before["batching"]["requests"]
+    streamed = after["batching"]["streamed"] - before["batching"]["streamed"]
+    calls = after["batching"]["backend_calls"] - before["batching"]["backend_calls"]
+    assert requests == streamed == len(bodies) + 1
+    assert calls < requests  # streams were decoded together
+    assert after["streams"]["cancelled"] == before["streams"]["cancelled"] + 1
+    assert after["streams"]["cancelled_generated_tokens"][-1] < LONG
+
+
+def test_a_short_stream_ends_before_the_long_one_in_its_batch(server: ServeApi) -> None:
+    before = server.stats()
+    short, long = StreamRead(), StreamRead()
+    long_thread = threading.Thread(
+        target=read_stream, args=(server, {"prompt": PROMPT, "max_tokens": LONG, "temperature": 0}, long)
+    )
+    long_thread.start()
+    time.sleep(0.05)  # well inside the batch window: both join one batch
+    read_stream(server, {"prompt": PROMPTS[4], "max_tokens": 8, "temperature": 0}, short)
+    chunks_when_short_ended = long.chunks
+    assert short.done and short.reasons == {0: "length"}
+    wait_for(lambda: long.chunks > chunks_when_short_ended + 5)  # the long one is still being generated
+    assert not long.done
+    long.leave.set()
+    long_thread.join(timeout=60)
+    after = wait_for(lambda: (s := server.stats())["streams"]["active"] == 0 and s)
+    assert after["batching"]["backend_calls"] - before["batching"]["backend_calls"] == 1  # one batch held both
+    assert after["streams"]["cancelled"] == before["streams"]["cancelled"] + 1
+
+
+def test_max_tokens_beyond_the_room_left_is_a_400_like_vllm(server: ServeApi) -> None:
+    prompt_tokens = httpx.post(f"{server.url}/tokenize", json={"prompt": PROMPT}).json()["count"]
+    room = CONTEXT - prompt_tokens
+    response = httpx.post(f"{server.url}/v1/completions", json={"prompt": PROMPT, "max_tokens": room + 1}, timeout=30)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "max_tokens"
+    assert error["message"] == (
+        f"This model's maximum context length is {CONTEXT} tokens. However, you requested {CONTEXT + 1} tokens "
+        f"({prompt_tokens} in the prompt, {room + 1} for the completion). "
+        f"Reduce the prompt or max_tokens (at most {room} with this prompt)."
+    )
+    body = {"prompt": [PROMPT, "x = 1\n" * 200], "max_tokens": room, "stream": True}
+    response = httpx.post(f"{server.url}/v1/completions", json=body, timeout=30)
+    assert response.status_code == 400 and "in the prompt 1," in response.json()["error"]["message"]
 
 
 def test_a_client_that_disconnects_mid_stream_cancels_its_generation(server: ServeApi) -> None:

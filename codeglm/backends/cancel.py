@@ -1,8 +1,7 @@
-"""Cancel tokens made of other cancel tokens.
+"""A cancel token made of other cancel tokens.
 
 ``AnyCancelToken``: one generation serves one caller but may also be stopped from
-inside (a stream whose reader went away). ``AllCancelToken``: one batch serves many
-callers and stops only when every one of them has gone.
+inside (a stream whose reader went away).
 """
 
 from __future__ import annotations
@@ -21,14 +20,3 @@ class AnyCancelToken(CancelToken):
     def cancelled(self) -> bool:
         return super().cancelled or any(t.cancelled for t in self._tokens)
 
-
-class AllCancelToken(CancelToken):
-    """Cancelled when it is cancelled itself or when all of ``tokens`` are (and there is one)."""
-
-    def __init__(self, tokens: list[CancelToken]) -> None:
-        super().__init__()
-        self._tokens = tuple(tokens)
-
-    @property
-    def cancelled(self) -> bool:
-        return super().cancelled or (bool(self._tokens) and all(t.cancelled for t in self._tokens))

@@ -1,31 +1,29 @@
 """The ``native`` backend: this project's engine over a CodeGeeX model directory.
 
-``generate_many`` hands several requests that share their sampling parameters to
-one ``Engine.generate`` call, so the engine batches them (serve-api uses it).
-Streaming runs ``Engine.generate`` for one sample in a worker thread and reads the
-text as it grows through the ``finished`` callback, which gives the exact finish
-reason and token count at the end (``Engine.stream`` yields text only).
+``generate_batch`` hands several requests to one ``Engine.stream_requests`` call, so
+the engine decodes them as one batch whatever their prompts, ``n``, sampling
+parameters and stop strings; each request keeps its own cancel token, and a streaming
+caller's listener is told each sample's new text after every step (serve-api's
+batcher uses it for streamed and whole requests alike). ``stream`` runs the same
+engine call for one sample in a worker thread, so generation does not wait for the
+reader.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Generator, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from codeglm.backends.base import BackendError, CancelToken, Completion, GenerationRequest
+from codeglm.backends.batch_entry import BatchEntry
 from codeglm.backends.cancel import AnyCancelToken
-from codeglm.backends.text_rules import StableDeltas
 from codeglm.backends.worker_stream import stream_from_worker
 
 if TYPE_CHECKING:
-    from codeglm.engine import Engine
-
-
-def batch_key(request: GenerationRequest) -> tuple[object, ...]:
-    """Requests with equal keys can be generated in one engine call."""
-    return (request.params, request.n, tuple(request.stop), id(request.finished) if request.finished else None)
+    from codeglm.engine import Engine, PromptRequest
 
 
 class NativeBackend:
@@ -92,48 +90,55 @@ class NativeBackend:
             )
 
     def generate(self, request: GenerationRequest, cancel: CancelToken | None = None) -> list[Completion]:
-        return self.generate_many([request], cancel)[0]
+        return self.generate_batch([BatchEntry(request, cancel)])[0]
 
     def generate_many(
         self, requests: Sequence[GenerationRequest], cancel: CancelToken | None = None
     ) -> list[list[Completion]]:
-        """Completions of several requests in one engine call; they must share ``batch_key``."""
-        if not requests:
+        """Completions of several requests in one engine call, all cancelled by ``cancel``."""
+        return self.generate_batch([BatchEntry(r, cancel) for r in requests])
+
+    def generate_batch(self, entries: Sequence[BatchEntry]) -> list[list[Completion]]:
+        """Completions of each entry, decoded in one engine call; see ``BatchingBackend``."""
+        if not entries:
             return []
-        first = requests[0]
-        if any(batch_key(r) != batch_key(first) for r in requests):
-            raise ValueError("generate_many needs requests with equal sampling parameters, n, stop and finished")
         engine = self._engine()
+        requests = [self._prompt_request(engine, e.request, e.cancel) for e in entries]
         try:
-            return engine.generate(
-                [r.prompt for r in requests], first.params, first.n, first.stop, first.finished, cancel
-            )
+            steps = engine.stream_requests(requests)
         except ValueError as error:  # the engine's prompt checks
             raise BackendError(str(error)) from error
+        results: list[list[Completion | None]] = [[None] * e.request.n for e in entries]
+        with closing(steps):  # a listener that raises must not leave the engine held
+            for updates in steps:
+                for update in updates:
+                    listener = entries[update.prompt_index].listener
+                    if listener is not None:
+                        listener(update.sample_index, update.delta, update.completion)
+                    if update.completion is not None:
+                        results[update.prompt_index][update.sample_index] = update.completion
+        return [[c for c in per_entry if c is not None] for per_entry in results]
+
+    @staticmethod
+    def _prompt_request(engine: Engine, request: GenerationRequest, cancel: CancelToken | None) -> PromptRequest:
+        from codeglm.engine import PromptRequest
+
+        tokens = tuple(engine.tokenizer.encode(request.prompt))
+        return PromptRequest(tokens, request.params, request.n, tuple(request.stop), request.finished, cancel)
 
     def stream(self, request: GenerationRequest, cancel: CancelToken | None = None) -> Generator[str, None, Completion]:
         if request.n != 1:
             raise ValueError(f"stream() gives one sample: request.n must be 1, got {request.n}")
         self.check_prompt(request.prompt)
-        engine = self._engine()
         stop_worker = CancelToken()
         token = AnyCancelToken(stop_worker, cancel)
-        deltas = StableDeltas(request.stop)
-        user_finished = request.finished
 
         def work(emit: Callable[[str], None]) -> Completion:
-            def on_text(text: str) -> int | None:
-                keep = user_finished(text) if user_finished is not None else None
-                if keep is None:
-                    delta = deltas.update(text)
-                    if delta:
-                        emit(delta)
-                return keep
+            def on_sample(index: int, delta: str, completion: Completion | None) -> None:
+                if delta:
+                    emit(delta)
 
-            completion = engine.generate([request.prompt], request.params, 1, request.stop, on_text, token)[0][0]
-            tail = deltas.update(completion.text, final=True)
-            if tail:
-                emit(tail)
+            [[completion]] = self.generate_batch([BatchEntry(request, token, on_sample)])
             return completion
 
         return stream_from_worker(work, stop_worker, name="codeglm-native-stream")
@@ -142,4 +147,4 @@ class NativeBackend:
         self.engine = None
 
 
-__all__ = ["NativeBackend", "batch_key"]
+__all__ = ["NativeBackend"]
