@@ -95,6 +95,20 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, *, n: int, temperatu
     )
 
 
+def sampling_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The options ``add_sampling_arguments`` defined, as keyword arguments for a
+    settings dataclass (``GenerateSettings``, ``TranslationSettings``)."""
+    return {
+        "n": args.n,
+        "batch_size": args.batch_size,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+    }
+
+
 def add_execution_arguments(parser: argparse.ArgumentParser, *, timeout: float = 10.0) -> None:
     parser.add_argument(
         "--workers", type=positive_int, default=None, help="parallel sandboxes (default: one per core)"

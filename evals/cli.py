@@ -15,6 +15,7 @@ from evals.arguments import (
     add_k_argument,
     add_progress_argument,
     add_sampling_arguments,
+    sampling_settings,
 )
 from evals.dataset import DatasetError, load_tasks, parse_languages
 from evals.toolchains import ToolchainError, check_toolchain
@@ -101,27 +102,14 @@ def _load(languages: list[str], args: argparse.Namespace) -> dict:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from codeglm.backends.base import BackendError
+    from codeglm.backends import BackendError, load_backend
     from evals.generate import GenerateSettings, generate_samples
 
     languages = parse_languages(args.language)
     tasks = list(_load(languages, args).values())
     if args.limit is not None:
         tasks = [t for t in tasks if t.number < args.limit]
-    try:
-        from codeglm.backends import load_backend  # provided by the backends work
-    except ImportError:
-        print("codeglm eval generate: no backend loader (codeglm.backends.load_backend) in this install", file=sys.stderr)
-        return 1
-    settings = GenerateSettings(
-        n=args.n,
-        batch_size=args.batch_size,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
-    )
+    settings = GenerateSettings(**sampling_settings(args))
     try:
         backend = load_backend(args.backend)
         try:

@@ -37,6 +37,7 @@ from evals.arguments import (
     add_k_argument,
     add_progress_argument,
     add_sampling_arguments,
+    sampling_settings,
 )
 from evals.dataset import LANGUAGES, DatasetError, Task, language_id, load_tasks, parse_languages
 
@@ -314,15 +315,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     pairs = parse_pairs(args.pairs)
     tasks = _load(sorted({p.source for p in pairs} | {p.target for p in pairs}), args)
-    settings = TranslationSettings(
-        n=args.n,
-        batch_size=args.batch_size,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
-    )
+    settings = TranslationSettings(**sampling_settings(args))
     try:
         backend = load_backend(args.backend)
     except (BackendError, ValueError) as exc:
