@@ -8,6 +8,7 @@ Defaults that differ per task (samples per problem, temperature) are parameters.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,17 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, *, n: int, temperatu
         default=None,
         help="only problems numbered below N (the first N per language)",
     )
+
+
+def load_tasks_for(args: argparse.Namespace, languages: list[str]) -> dict[str, Any]:
+    """The tasks of ``languages`` from ``--data`` (patched unless ``--no-patches``); a
+    problem with the dataset is said on stderr and its task skipped, not fatal."""
+    from evals.dataset import load_tasks
+
+    tasks, problems = load_tasks(languages, args.data, patched=not args.no_patches)
+    for problem in problems:
+        print(f"dataset: {problem} (skipped)", file=sys.stderr)
+    return tasks
 
 
 def sampling_settings(args: argparse.Namespace) -> dict[str, Any]:

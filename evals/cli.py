@@ -15,9 +15,10 @@ from evals.arguments import (
     add_k_argument,
     add_progress_argument,
     add_sampling_arguments,
+    load_tasks_for,
     sampling_settings,
 )
-from evals.dataset import DatasetError, load_tasks, parse_languages
+from evals.dataset import DatasetError, parse_languages
 from evals.toolchains import ToolchainError, check_toolchain
 
 
@@ -94,19 +95,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(command)
 
 
-def _load(languages: list[str], args: argparse.Namespace) -> dict:
-    tasks, problems = load_tasks(languages, args.data, patched=not args.no_patches)
-    for problem in problems:
-        print(f"dataset: {problem} (skipped)", file=sys.stderr)
-    return tasks
-
 
 def _generate(args: argparse.Namespace) -> int:
     from codeglm.backends import BackendError, load_backend
     from evals.generate import GenerateSettings, generate_samples
 
     languages = parse_languages(args.language)
-    tasks = list(_load(languages, args).values())
+    tasks = list(load_tasks_for(args, languages).values())
     if args.limit is not None:
         tasks = [t for t in tasks if t.number < args.limit]
     settings = GenerateSettings(**sampling_settings(args))
@@ -143,7 +138,7 @@ def _execute(args: argparse.Namespace) -> int:
     languages = parse_languages({s.task_id.split("/")[0] for s in samples}) if samples else []
     if not _toolchains_ok(languages):
         return 1
-    tasks = _load(languages, args)
+    tasks = load_tasks_for(args, languages)
     summary = execute_file(
         args.samples, args.output, tasks, args.workers or os.cpu_count(), args.timeout, not args.no_progress
     )
@@ -199,7 +194,7 @@ def _selfcheck(args: argparse.Namespace) -> int:
     languages = parse_languages(args.language)
     if not _toolchains_ok(languages):
         return 1
-    tasks = list(_load(languages, args).values())
+    tasks = list(load_tasks_for(args, languages).values())
     found, programs = selfcheck(tasks, args.workers, args.timeout, not args.no_progress)
     print_table(found, programs)
     return 0 if all(d.expected for d in found) else 1

@@ -37,9 +37,11 @@ from evals.arguments import (
     add_k_argument,
     add_progress_argument,
     add_sampling_arguments,
+    load_tasks_for,
     sampling_settings,
 )
-from evals.dataset import LANGUAGES, DatasetError, Task, language_id, load_tasks, parse_languages
+from evals.dataset import LANGUAGES, DatasetError, Task, language_id, parse_languages
+from evals.generate import GenerateSettings
 
 PAIR_SEPARATOR = "-to-"
 
@@ -122,14 +124,11 @@ def generation_prefix(target_task: Task) -> str:
 
 
 @dataclass(frozen=True)
-class TranslationSettings:
+class TranslationSettings(GenerateSettings):
+    """Generation settings with the translation task's defaults."""
+
     n: int = 1
-    batch_size: int = 20
     temperature: float = 0.2
-    top_p: float = 0.95
-    top_k: int = 0
-    max_new_tokens: int = 512
-    seed: int | None = None
 
 
 def _by_number(tasks: dict[str, Task], language: str) -> dict[int, Task]:
@@ -303,18 +302,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _load(languages: list[str], args: argparse.Namespace) -> dict[str, Task]:
-    tasks, problems = load_tasks(languages, args.data, patched=not args.no_patches)
-    for problem in problems:
-        print(f"dataset: {problem} (skipped)", file=sys.stderr)
-    return tasks
-
 
 def _generate(args: argparse.Namespace) -> int:
     from codeglm.backends import BackendError, load_backend
 
     pairs = parse_pairs(args.pairs)
-    tasks = _load(sorted({p.source for p in pairs} | {p.target for p in pairs}), args)
+    tasks = load_tasks_for(args, sorted({p.source for p in pairs} | {p.target for p in pairs}))
     settings = TranslationSettings(**sampling_settings(args))
     try:
         backend = load_backend(args.backend)
@@ -346,7 +339,7 @@ def _execute(args: argparse.Namespace) -> int:
     missing = {lang: problem for lang in targets if (problem := check_toolchain(lang))}
     for lang, problem in missing.items():
         print(f"{COMMAND}: {lang}: {problem} (its pairs are skipped)", file=sys.stderr)
-    scoring = scoring_tasks(_load([t for t in targets if t not in missing], args))
+    scoring = scoring_tasks(load_tasks_for(args, [t for t in targets if t not in missing]))
     for pair, path in found:
         if pair.target in missing:
             continue
