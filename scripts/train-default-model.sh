@@ -13,7 +13,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PY:-$ROOT/.venv/bin/python}"
 DATA="${CODEGLM_TRAIN_DATA:-$HOME/.cache/codeglm/train-data}"
 OUT="${OUT:-$HOME/.cache/codeglm/default-model-run}"
-MINUTES="${MINUTES:-36}"
+MINUTES="${MINUTES:-95}"
+# The shipped tokenizer is reused so a retrained model stays compatible; TOKENIZER= trains a new one.
+TOKENIZER="${TOKENIZER-$ROOT/codeglm/default_model}"
 
 # --- data ------------------------------------------------------------------
 # Debian: Go standard library (BSD-3-Clause), Boost 1.74 headers (BSL-1.0), Rust crates
@@ -47,13 +49,14 @@ done
 SOURCES=(/usr/lib/python3.11 /usr/share/go-1.19/src /usr/include/boost /usr/share/cargo/registry "$DATA"/npm/*/)
 
 # --- train -----------------------------------------------------------------
-# The small config (~1.6M parameters, 256-token context): sized for a 2-core CPU shared
-# with other work (one torch thread: under contention two threads were measured 2x
-# slower); the time budget stops the run and keeps the last state.
-"$PY" -m codeglm.cli train "${SOURCES[@]}" -o "$OUT" \
-    --config small --batch-size 8 --grad-accum 1 --max-steps 1200 --warmup-steps 50 --lr 3e-3 \
-    --eval-every 100 --save-every 50 --eval-blocks 8 --max-bytes-per-language 1500000 \
-    --threads 1 --time-budget-minutes "$MINUTES" --save-dtype fp16 "$@"
+# The small config (~1.6M parameters) with a 512-token context: sized for 2 idle CPU
+# cores and about 80 minutes (~6k tokens/s; 5,000 steps of 4,096 tokens = 20M tokens,
+# about 1.2 epochs of the data). On cores shared with other work use --threads 1: there,
+# two threads were measured 2x slower. The time budget stops the run and keeps the last state.
+"$PY" -m codeglm.cli train "${SOURCES[@]}" -o "$OUT" ${TOKENIZER:+--tokenizer "$TOKENIZER"} \
+    --config small --context-length 512 --batch-size 8 --grad-accum 1 --max-steps 5000 \
+    --warmup-steps 100 --lr 3e-3 --eval-every 500 --save-every 100 --eval-blocks 8 \
+    --max-bytes-per-language 6000000 --threads 2 --time-budget-minutes "$MINUTES" --save-dtype fp16 "$@"
 
 # --- install into the package ---------------------------------------------
 TARGET="$ROOT/codeglm/default_model"
