@@ -49,6 +49,7 @@ class Sample:
     generation: str
     completion_id: int
     line: int
+    error: str | None = None  # why generation made no text (e.g. the prompt did not fit)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,10 @@ def parse_samples(lines: Iterable[str]) -> tuple[list[Sample], list[SampleProble
             continue
         index = counters.get(task_id, 0)
         counters[task_id] = index + 1
-        samples.append(Sample(task_id, generation, index if given is None else given, number))
+        error = record.get("error")
+        samples.append(
+            Sample(task_id, generation, index if given is None else given, number, error if isinstance(error, str) else None)
+        )
     return samples, problems
 
 
@@ -319,6 +323,9 @@ def execute_file(
         if task is None:
             unknown += 1
             results[key] = Result(sample.task_id, sample.completion_id, "sandbox_error", False, "unknown task_id")
+            continue
+        if sample.error is not None:  # nothing to run: the sample failed at generation
+            results[key] = Result(sample.task_id, sample.completion_id, "failed", False, sample.error)
             continue
         jobs.append(Job(key, task, sample.generation))
     # Keep what an earlier run wrote, minus a torn last line, then append as results arrive.

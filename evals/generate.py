@@ -110,7 +110,7 @@ def generate_samples(
     progress: bool = True,
 ) -> int:
     """Append samples until each task has ``settings.n`` in ``output``; returns how many were made."""
-    from codeglm.backends.base import GenerationRequest, SamplingParams
+    from codeglm.backends.base import BackendError, Completion, GenerationRequest, SamplingParams
 
     cut = truncate or load_truncate()
     done = existing_counts(output)
@@ -138,7 +138,16 @@ def generate_samples(
                         top_k=settings.top_k,
                         seed=seed,
                     )
-                    completions = backend.generate(GenerationRequest(prompt=prompt, params=params, n=count))  # type: ignore[attr-defined]
+                    try:
+                        completions = backend.generate(GenerationRequest(prompt=prompt, params=params, n=count))  # type: ignore[attr-defined]
+                        error = None
+                    except (BackendError, ValueError) as exc:
+                        # One task the backend cannot take (a prompt over the model's
+                        # context) fails its samples, not the run: execute scores them
+                        # "failed" with this reason.
+                        error = f"generation error: {exc}"
+                        print(f"generate: {task.task_id}: {error}", file=sys.stderr)
+                        completions = [Completion("", "error", 0)] * count
                     got = completions[:count]
                     if not got:
                         raise RuntimeError(f"the backend returned no completion for {task.task_id}")
@@ -150,6 +159,8 @@ def generate_samples(
                             "prompt": task.prompt,
                             "generation": text,
                         }
+                        if error is not None:
+                            line["error"] = error
                         handle.write(json.dumps(line, ensure_ascii=False) + "\n")
                     handle.flush()
                     made += len(got)

@@ -100,3 +100,38 @@ def test_reference_cut_rules() -> None:
     assert reference_cut("python", "", "    return 1\n\ndef g():\n    pass") == "    return 1"
     assert reference_cut("java", "", "        return 1;\n    }\n}\nclass X {}") == "        return 1;\n    }\n}"
     assert reference_cut("go", "", "    return 1\n}\nfunc X() {}") == "    return 1\n}"
+
+
+def test_a_prompt_over_the_context_fails_its_samples_not_the_run(tasks: list, tmp_path: Path) -> None:
+    from _backends_fixtures import make_tiny_model_dir
+
+    from codeglm.backends import load_backend
+    from evals.execute import execute_file
+
+    # a real model whose context is too short for the longer HumanEval-X prompts
+    backend = load_backend(f"native:{make_tiny_model_dir(tmp_path / 'model', context=136)}")
+    fits = [t for t in tasks if backend.count_tokens(model_prompt(t)) < 126]  # Go's (~120 tokens)
+    too_long = [t for t in tasks if backend.count_tokens(model_prompt(t)) >= 136]  # C++'s (~145)
+    assert fits and too_long
+    out = tmp_path / "samples.jsonl"
+    settings = GenerateSettings(n=2, batch_size=2, temperature=0.0, max_new_tokens=8)
+    try:
+        made = generate_samples(backend, [too_long[0], fits[0]], settings, out, progress=False)
+    finally:
+        backend.close()
+    assert made == 4
+    samples, problems = parse_samples(out.read_text().splitlines())
+    assert not problems
+    errors = {s.task_id: s.error for s in samples}
+    assert errors[fits[0].task_id] is None
+    assert "does not fit the model's context" in (errors[too_long[0].task_id] or "")
+
+    # execute scores them failed with that reason, without building anything
+    results = tmp_path / "results.jsonl"
+    only_failed = tmp_path / "failed.jsonl"
+    only_failed.write_text("".join(line + "\n" for line in out.read_text().splitlines() if '"error"' in line))
+    summary = execute_file(only_failed, results, {t.task_id: t for t in tasks}, workers=1, progress=False)
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert summary.executed == 0
+    assert [(r["status"], r["passed"]) for r in rows] == [("failed", False), ("failed", False)]
+    assert rows[0]["reason"].startswith("generation error: prompt of")
