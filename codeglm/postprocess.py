@@ -524,7 +524,7 @@ def added_errors(site: CompletionSite, text: str, replaced: int = 0) -> list[Err
     """Syntax errors that inserting ``text`` at the cursor adds where it goes (see
     ``codeglm.syntax_guard``), forgiving what it leaves open: a completion cut short
     inside a block or a call is unfinished, not wrong, so it is checked again with its
-    strings and brackets closed (a block's ``}`` on a line of its own).
+    brackets closed (a block's ``}`` on a line of its own); an open string is not.
 
     A ``{`` left open alone on its line after a line that ends a statement or a block
     (or opens one) heads nothing: lines of bare ``{`` are a model stuck in a loop, and
@@ -541,8 +541,10 @@ def added_errors(site: CompletionSite, text: str, replaced: int = 0) -> list[Err
                 start = baseline.cursor + len(text[:index].encode("utf-8"))
                 return [ErrorSpan(ERROR, start, start + 1)]
     errors = new_errors(baseline, text, replaced)
-    if errors and (opened or quote):
-        closing = (quote or "") + "".join("\n}" if ch == "{" else OPENERS[ch] for _, ch in reversed(opened))
+    if errors and opened and not quote:
+        # (a string left open is not forgiven: the user would get an unterminated
+        # string, e.g. a lone docstring opener that swallows the code below)
+        closing = "".join("\n}" if ch == "{" else OPENERS[ch] for _, ch in reversed(opened))
         errors = new_errors(baseline, text, replaced, closing)
     return errors
 

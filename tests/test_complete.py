@@ -260,3 +260,16 @@ def test_fill_in_the_middle_backend_gets_the_suffix_aside() -> None:
     assert result is not None and result.text == "x * 2"
     assert requests[0].suffix == "\n    return y\n"
     assert requests[0].prompt.endswith("def f(x):\n    y = ")
+
+
+@pytest.mark.slow
+def test_readme_command_completes_with_code_that_parses(capsys: pytest.CaptureFixture[str]) -> None:
+    """README's first command (the default model on examples/MathUtil.java) prints a
+    completion, and the file with it inserted parses as Java."""
+    example = Path(__file__).parent.parent / "examples" / "MathUtil.java"
+    assert main(["complete", str(example), "--line", "5", "--col", "8"]) == 0
+    out = capsys.readouterr().out.rstrip("\n")
+    assert out.strip()
+    lines = example.read_text().split("\n")
+    lines[5] = lines[5][:8] + out + lines[5][8:]
+    assert not parse_text(get_language("java"), "\n".join(lines)).root_node.has_error, out
