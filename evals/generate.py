@@ -101,6 +101,23 @@ def existing_counts(path: Path) -> dict[str, int]:
     return counts
 
 
+def generate_or_error(backend: object, request: object, label: str) -> tuple[list, str | None]:
+    """The backend's completions for ``request``, or ``n`` empty ones and the reason.
+
+    One task the backend cannot take (a prompt over the model's context) fails its
+    samples, not the run: the sample lines carry ``"error"`` and execute scores them
+    ``failed`` with that reason.
+    """
+    from codeglm.backends.base import BackendError, Completion
+
+    try:
+        return backend.generate(request), None  # type: ignore[attr-defined]
+    except (BackendError, ValueError) as exc:
+        error = f"generation error: {exc}"
+        print(f"generate: {label}: {error}", file=sys.stderr)
+        return [Completion("", "error", 0)] * request.n, error  # type: ignore[attr-defined]
+
+
 def generate_samples(
     backend: object,
     tasks: list[Task],
@@ -110,7 +127,7 @@ def generate_samples(
     progress: bool = True,
 ) -> int:
     """Append samples until each task has ``settings.n`` in ``output``; returns how many were made."""
-    from codeglm.backends.base import BackendError, Completion, GenerationRequest, SamplingParams
+    from codeglm.backends.base import GenerationRequest, SamplingParams
 
     cut = truncate or load_truncate()
     done = existing_counts(output)
@@ -138,16 +155,9 @@ def generate_samples(
                         top_k=settings.top_k,
                         seed=seed,
                     )
-                    try:
-                        completions = backend.generate(GenerationRequest(prompt=prompt, params=params, n=count))  # type: ignore[attr-defined]
-                        error = None
-                    except (BackendError, ValueError) as exc:
-                        # One task the backend cannot take (a prompt over the model's
-                        # context) fails its samples, not the run: execute scores them
-                        # "failed" with this reason.
-                        error = f"generation error: {exc}"
-                        print(f"generate: {task.task_id}: {error}", file=sys.stderr)
-                        completions = [Completion("", "error", 0)] * count
+                    completions, error = generate_or_error(
+                        backend, GenerationRequest(prompt=prompt, params=params, n=count), task.task_id
+                    )
                     got = completions[:count]
                     if not got:
                         raise RuntimeError(f"the backend returned no completion for {task.task_id}")

@@ -147,7 +147,7 @@ def generate_pair(
     """Append samples for one pair until each problem has ``settings.n``; returns how many were made."""
     from codeglm.backends.base import GenerationRequest, SamplingParams
     from codeglm.postprocess import truncate_generation
-    from evals.generate import existing_counts
+    from evals.generate import existing_counts, generate_or_error
 
     sources, targets = _by_number(tasks, pair.source), _by_number(tasks, pair.target)
     numbers = sorted(set(sources) & set(targets))
@@ -171,7 +171,9 @@ def generate_pair(
                     top_k=settings.top_k,
                     seed=seed,
                 )
-                completions = backend.generate(GenerationRequest(prompt=prompt, params=params, n=count))  # type: ignore[attr-defined]
+                completions, error = generate_or_error(
+                    backend, GenerationRequest(prompt=prompt, params=params, n=count), f"{pair.name} {number}"
+                )
                 if not completions:
                     raise RuntimeError(f"the backend returned no completion for {pair.name} {number}")
                 for offset, completion in enumerate(completions[:count]):
@@ -183,6 +185,8 @@ def generate_pair(
                         "prompt": prompt,
                         "generation": text,
                     }
+                    if error is not None:
+                        record["error"] = error
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 handle.flush()
                 made += len(completions[:count])
