@@ -239,7 +239,7 @@ def main() -> None:
     # transformers' generate() on this project's adapter, before the engine re-lays out the weights.
     adapter_b1 = hf_speed(model, prompt, new_tokens, 1, False, repeats)
     print(f"adapter generate() b1: {adapter_b1}")
-    engine = Engine(model, NoEndOfText(tokenizer), prefix_cache_size=0, decode_layout=True)
+    engine = Engine(model, NoEndOfText(tokenizer), prefix_cache_size=0, transpose_weights=True)
     engine_b1 = engine_speed(engine, prompt, new_tokens, 1, greedy, repeats)
     print(f"engine b1: {engine_b1}")
     engine_n8 = engine_speed(engine, prompt, new_tokens, 8, sampled, repeats)

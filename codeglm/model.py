@@ -16,9 +16,6 @@ static cache); it holds ``L + 1`` layers, the top query layer's being index ``L`
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,7 +23,6 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from codeglm import onednn
 from codeglm.config import CodeGeeXConfig
 
 
@@ -46,68 +42,11 @@ class MLP(nn.Module):
         return self.dense_4h_to_h(fast_gelu(self.dense_h_to_4h(x)))
 
 
-@dataclass(frozen=True)
-class FusedProjections:
-    """Attention projections of the same input as one (parts * h, h) linear.
-
-    At decode time each projection is a matrix-vector product bound by memory reads
-    and per-call overhead, so one (3h x h) product beats three (h x h) ones. The
-    parameters of the fused projections become views into ``weight`` and ``bias``:
-    names, values and the state dict stay as they were, and an in-place change of a
-    parameter is seen by both paths. ``pointers`` are the parameters' addresses when
-    fused: a dtype or device move, a reassigned parameter or a replaced (say quantized)
-    layer changes them, and the separate projections take over again.
-    """
-
-    names: tuple[str, ...]  # ("query", "key", "value"), or ("key", "value") in the top query layer
-    weight: torch.Tensor  # (len(names) * h, h)
-    bias: torch.Tensor  # (len(names) * h,)
-    pointers: tuple[int, ...]  # data_ptr of each part's weight and bias, in ``names`` order
-    kernel: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # as the parts computed: oneDNN or F.linear
-
-    @property
-    def with_query(self) -> bool:
-        return self.names[0] == "query"
-
-    def in_place(self, attention: nn.Module) -> bool:
-        """Whether ``attention``'s projections are still the views this fusion made."""
-        current = []
-        for name in self.names:
-            linear = getattr(attention, name)
-            if not isinstance(linear, nn.Linear) or linear.bias is None:
-                return False
-            current += [linear.weight.data_ptr(), linear.bias.data_ptr()]
-        return tuple(current) == self.pointers
-
-
-def fuse_linears(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor]:
-    """One weight and bias stacking the linears' outputs; each linear's parameters
-    become views into them. The weights' memory order is kept: out-major stays
-    out-major, (in, out) storage (``store_linear_weights_transposed``) stays (in, out)."""
-    weights = [linear.weight for linear in linears]
-    transposed = all(not w.is_contiguous() and w.t().is_contiguous() for w in weights)
-    with torch.no_grad():
-        if transposed:
-            weight = torch.cat([w.t() for w in weights], dim=1).t()  # (parts * out, in), (in, out) storage
-        else:
-            weight = torch.cat([w.contiguous() for w in weights], dim=0)
-        bias = torch.cat([linear.bias for linear in linears])  # type: ignore[misc]
-        start = 0
-        for linear in linears:
-            stop = start + linear.out_features
-            linear.weight.data = weight[start:stop]
-            linear.bias.data = bias[start:stop]  # type: ignore[union-attr]
-            start = stop
-    return weight, bias
-
-
 class Attention(nn.Module):
     """Multi-head attention with separate query/key/value projections.
 
-    The query comes from ``query_input`` if given (the top query embedding in the top
-    query layer), otherwise from ``kv_input`` (the block's own LayerNormed input).
-    ``fuse_projections`` lets inference compute the projections of the same input in
-    one matmul.
+    The query comes from ``query_input``: the block's own (LayerNormed) input in an
+    ordinary block, the top query embedding in the top query layer.
     """
 
     def __init__(self, config: CodeGeeXConfig, layer_idx: int) -> None:
@@ -120,56 +59,19 @@ class Attention(nn.Module):
         self.key = nn.Linear(h, h)
         self.value = nn.Linear(h, h)
         self.dense = nn.Linear(h, h)
-        self.fused: FusedProjections | None = None
-
-    def fuse_projections(self, with_query: bool) -> bool:
-        """Fuse key and value (and the query, ``with_query``, when it is computed from the
-        same input) for inference; False if the layers are not plain linears with biases
-        (e.g. quantized). Values are unchanged; see ``FusedProjections``."""
-        names = ("query", "key", "value") if with_query else ("key", "value")
-        if self.fused is not None and self.fused.names == names and self.fused.in_place(self):
-            return True
-        linears = [getattr(self, name) for name in names]
-        if any(not isinstance(linear, nn.Linear) or linear.bias is None for linear in linears):
-            return False
-        weight, bias = fuse_linears(linears)
-        pointers = tuple(p.data_ptr() for linear in linears for p in (linear.weight, linear.bias))
-        kernel = onednn.linear if all(isinstance(linear, onednn.OneDNNLinear) for linear in linears) else F.linear
-        self.fused = FusedProjections(names, weight, bias, pointers, kernel)
-        return True
-
-    def _usable_fusion(self, query_input: torch.Tensor | None) -> FusedProjections | None:
-        fused = self.fused
-        if fused is None:
-            return None
-        if not fused.in_place(self):
-            self.fused = None  # stale: free its buffers, the separate path takes over
-            return None
-        # Under autograd the separate path keeps gradients flowing to the parameters.
-        if torch.is_grad_enabled() or fused.with_query != (query_input is None):
-            return None
-        return fused
 
     def forward(
         self,
+        query_input: torch.Tensor,
         kv_input: torch.Tensor,
         mask: torch.Tensor | None,
         is_causal: bool,
         cache: Cache | None,
-        query_input: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, h = kv_input.shape
-        fused = self._usable_fusion(query_input)
-        if fused is None:
-            q = self.query(kv_input if query_input is None else query_input)
-            k = self.key(kv_input)
-            v = self.value(kv_input)
-        else:
-            parts = fused.kernel(kv_input, fused.weight, fused.bias).split(h, dim=-1)  # each (B, T, h)
-            q, k, v = parts if query_input is None else (self.query(query_input), *parts)
-        q = q.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        q = self.query(query_input).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.key(kv_input).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        v = self.value(kv_input).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, nh, S, hs)
         # Scores scaled by 1/sqrt(hs), softmax accumulated in fp32 by the SDPA kernels.
@@ -197,7 +99,8 @@ class Block(nn.Module):
         query_input: torch.Tensor | None = None,
     ) -> torch.Tensor:
         normed = self.input_layernorm(x)
-        a = x + self.attention(normed, mask, is_causal, cache, query_input)
+        query = normed if query_input is None else query_input
+        a = x + self.attention(query, normed, mask, is_causal, cache)
         return a + self.mlp(self.post_attention_layernorm(a))
 
 
@@ -213,23 +116,6 @@ class TopQueryLayer(Block):
         cache: Cache | None,
     ) -> torch.Tensor:
         return super().forward(x, mask, is_causal, cache, query_input=top_query)
-
-
-def fuse_attention_projections(model: nn.Module) -> int:
-    """Fuse each block's query, key and value projections (the top query layer's key and
-    value: its query comes from the position table) for inference, in place; returns how
-    many attention layers were fused. Run it after any re-layout of the weights
-    (``store_linear_weights_transposed``) so the fused weight keeps that memory order.
-
-    Parameter names, values, the state dict and ``save_pretrained`` work as before (the
-    parameters become views into the fused weights). Training is unaffected: under
-    autograd the separate projections run.
-    """
-    fused = 0
-    for module in model.modules():
-        if isinstance(module, Block):
-            fused += module.attention.fuse_projections(with_query=not isinstance(module, TopQueryLayer))
-    return fused
 
 
 def build_attention_mask(
@@ -310,7 +196,7 @@ class CodeGeeXModel(CodeGeeXPreTrainedModel):
                 past_key_values.layers.append(DynamicLayer())
         cache = past_key_values if use_cache else None
 
-        T = input_ids.shape[1]  # input_ids (B, T)
+        B, T = input_ids.shape  # (B, T)
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         if past_length + T > self.config.max_position_embeddings:
             raise ValueError(
@@ -324,28 +210,15 @@ class CodeGeeXModel(CodeGeeXPreTrainedModel):
             else:
                 position_ids = torch.arange(past_length, past_length + T, device=input_ids.device).unsqueeze(0)
 
-        mask, is_causal = build_attention_mask(attention_mask, past_length, T, self.wte.weight)
-        x = self.run_blocks(input_ids, position_ids, mask, is_causal, cache)
-        return BaseModelOutputWithPast(last_hidden_state=x, past_key_values=past_key_values if use_cache else None)
-
-    def run_blocks(
-        self,
-        input_ids: torch.Tensor,
-        position_ids: torch.Tensor,
-        mask: torch.Tensor | None,
-        is_causal: bool,
-        cache: Cache | None,
-    ) -> torch.Tensor:
-        """The last hidden states (B, T, h) for given positions (B or 1, T) and SDPA mask
-        (``build_attention_mask``): ``forward`` without its argument handling, which the
-        engine's decode steps skip."""
         x = self.wte(input_ids) + self.wpe(position_ids)  # (B, T, h)
+        mask, is_causal = build_attention_mask(attention_mask, past_length, T, x)
         for block in self.layers:
             x = block(x, mask, is_causal, cache)
         x = self.final_layernorm(x)
         top_query = self.top_query_embeddings(position_ids).to(x.dtype)  # (B or 1, T, h)
-        top_query = top_query.expand(input_ids.shape[0], -1, -1)
-        return self.top_query_layer(x, top_query, mask, is_causal, cache)
+        top_query = top_query.expand(B, -1, -1)
+        x = self.top_query_layer(x, top_query, mask, is_causal, cache)
+        return BaseModelOutputWithPast(last_hidden_state=x, past_key_values=past_key_values if use_cache else None)
 
 
 class CodeGeeXForCausalLM(CodeGeeXPreTrainedModel, GenerationMixin):
@@ -399,15 +272,7 @@ class CodeGeeXForCausalLM(CodeGeeXPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values)
 
 
-__all__ = [
-    "CodeGeeXForCausalLM",
-    "CodeGeeXModel",
-    "CodeGeeXPreTrainedModel",
-    "FusedProjections",
-    "TopQueryLayer",
-    "fast_gelu",
-    "fuse_attention_projections",
-]
+__all__ = ["CodeGeeXForCausalLM", "CodeGeeXModel", "CodeGeeXPreTrainedModel", "TopQueryLayer", "fast_gelu"]
 
 _MODULE_READY = True
 from codeglm._register import register_now  # noqa: E402
