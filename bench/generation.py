@@ -239,7 +239,7 @@ def main() -> None:
     # transformers' generate() on this project's adapter, before the engine re-lays out the weights.
     adapter_b1 = hf_speed(model, prompt, new_tokens, 1, False, repeats)
     print(f"adapter generate() b1: {adapter_b1}")
-    engine = Engine(model, NoEndOfText(tokenizer), prefix_cache_size=0, transpose_weights=True)
+    engine = Engine(model, NoEndOfText(tokenizer), prefix_cache_size=0, decode_layout=True)
     engine_b1 = engine_speed(engine, prompt, new_tokens, 1, greedy, repeats)
     print(f"engine b1: {engine_b1}")
     engine_n8 = engine_speed(engine, prompt, new_tokens, 8, sampled, repeats)
@@ -262,7 +262,7 @@ def main() -> None:
     print(f"bytes per decode step {step_bytes / 1e6:.1f} MB -> bound {bound:.1f} tok/s; engine reaches {fraction:.1%}")
 
     quantized = quantize_int8(copy.deepcopy(model))
-    int8_engine = Engine(quantized, NoEndOfText(tokenizer), prefix_cache_size=0)
+    int8_engine = Engine(quantized, NoEndOfText(tokenizer), prefix_cache_size=0, decode_layout=True)
     int8_b1 = engine_speed(int8_engine, prompt, new_tokens, 1, greedy, repeats)
     print(f"int8 engine b1: {int8_b1}")
     effect = measure_int8_effect(model, quantized, humaneval_prompts(tokenizer, 128))

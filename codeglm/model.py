@@ -16,6 +16,8 @@ static cache); it holds ``L + 1`` layers, the top query layer's being index ``L`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,11 +44,89 @@ class MLP(nn.Module):
         return self.dense_4h_to_h(fast_gelu(self.dense_h_to_4h(x)))
 
 
+@dataclass(frozen=True)
+class FusedProjections:
+    """Attention projections of the same input computed as one stacked layer.
+
+    At decode time each projection is a matrix-vector product bound by memory reads
+    and per-call overhead, so one (3h x h) product beats three (h x h) ones. The parts
+    keep their parameters (names, values, state dict) as views into the stacked layer's
+    (``stack_linears``; int8 layers: ``Int8Linear.stacked``), so an in-place change of a
+    parameter is seen by both paths. A part replaced (say quantized) or its tensors
+    moved (a dtype or device move) make the fusion stale, and the separate projections
+    take over again. (A forward pass checks only that the parts are still in place, a
+    cheap test; tensors are checked when the module moves, see ``Attention._apply``.
+    Reassigning a parameter's ``.data`` by hand needs ``fuse_projections`` again.)
+    """
+
+    names: tuple[str, ...]  # ("query", "key", "value"), or ("key", "value") in the top query layer
+    project: nn.Module  # (B, T, h) -> (B, T, len(names) * h)
+    parts: tuple[nn.Module, ...]  # the layers stacked, in ``names`` order
+    addresses: tuple[int, ...]  # their tensors' data_ptr when stacked
+
+    @property
+    def with_query(self) -> bool:
+        return self.names[0] == "query"
+
+    def parts_in_place(self, attention: nn.Module) -> bool:
+        """Whether ``attention``'s projections are still the layers this fusion stacked."""
+        return all(getattr(attention, name) is part for name, part in zip(self.names, self.parts, strict=True))
+
+    def in_place(self, attention: nn.Module) -> bool:
+        """``parts_in_place``, and the parts' tensors are still the ones stacked."""
+        return self.parts_in_place(attention) and tensor_addresses(self.parts) == self.addresses
+
+
+def tensor_addresses(layers: tuple[nn.Module, ...]) -> tuple[int, ...]:
+    return tuple(
+        t.data_ptr() for layer in layers for t in (*layer._parameters.values(), *layer._buffers.values()) if t is not None
+    )
+
+
+def stack_linears(linears: list[nn.Linear]) -> nn.Linear:
+    """One layer of the linears' class computing their outputs side by side; each
+    linear's parameters become views into its. The weights' memory order is kept:
+    out-major stays out-major, (in, out) storage (``store_linear_weights_transposed``)
+    stays (in, out)."""
+    weights = [linear.weight for linear in linears]
+    transposed = all(not w.is_contiguous() and w.t().is_contiguous() for w in weights)
+    with torch.no_grad():
+        if transposed:
+            weight = torch.cat([w.t() for w in weights], dim=1).t()  # (parts * out, in), (in, out) storage
+        else:
+            weight = torch.cat([w.contiguous() for w in weights], dim=0)
+        bias = torch.cat([linear.bias for linear in linears])  # type: ignore[misc]
+        start = 0
+        for linear in linears:
+            stop = start + linear.out_features
+            linear.weight.data = weight[start:stop]
+            linear.bias.data = bias[start:stop]  # type: ignore[union-attr]
+            start = stop
+    stacked = type(linears[0])(weight.shape[1], weight.shape[0], device="meta")  # OneDNNLinear stays OneDNNLinear
+    stacked.weight = nn.Parameter(weight, requires_grad=False)
+    stacked.bias = nn.Parameter(bias, requires_grad=False)
+    return stacked
+
+
+def stack_layers(layers: list[nn.Module]) -> nn.Module | None:
+    """One layer computing the layers' outputs side by side, or None if they cannot be
+    stacked: float linears with biases, or layers whose class offers ``stacked`` (int8)."""
+    kind = type(layers[0])
+    if any(type(layer) is not kind for layer in layers):
+        return None
+    if issubclass(kind, nn.Linear):
+        return stack_linears(layers) if all(layer.bias is not None for layer in layers) else None  # type: ignore[arg-type]
+    stacked = getattr(kind, "stacked", None)
+    return stacked(layers) if stacked is not None else None
+
+
 class Attention(nn.Module):
     """Multi-head attention with separate query/key/value projections.
 
-    The query comes from ``query_input``: the block's own (LayerNormed) input in an
-    ordinary block, the top query embedding in the top query layer.
+    The query comes from ``query_input`` if given (the top query embedding in the top
+    query layer), otherwise from ``kv_input`` (the block's own LayerNormed input).
+    ``fuse_projections`` lets inference compute the projections of the same input in
+    one matmul.
     """
 
     def __init__(self, config: CodeGeeXConfig, layer_idx: int) -> None:
@@ -59,19 +139,66 @@ class Attention(nn.Module):
         self.key = nn.Linear(h, h)
         self.value = nn.Linear(h, h)
         self.dense = nn.Linear(h, h)
+        self.fused: FusedProjections | None = None
+
+    def fuse_projections(self, with_query: bool) -> bool:
+        """Fuse key and value (and the query, ``with_query``, when it is computed from the
+        same input) for inference; False if the layers cannot be stacked (see
+        ``stack_layers``). Values are unchanged; see ``FusedProjections``."""
+        names = ("query", "key", "value") if with_query else ("key", "value")
+        if self.fused is not None and self.fused.names == names and self.fused.in_place(self):
+            return True
+        parts = tuple(getattr(self, name) for name in names)
+        project = stack_layers(list(parts))
+        if project is None:
+            return False
+        self.fused = FusedProjections(names, project, parts, tensor_addresses(parts))
+        return True
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        # .to(), .double(), .cuda() and the like give the parts new tensors; the fused
+        # layer is not a submodule and keeps the old ones: drop it if it went stale.
+        result = super()._apply(fn, recurse)
+        if self.fused is not None and not self.fused.in_place(self):
+            self.fused = None
+        return result
+
+    def _usable_fusion(self, query_input: torch.Tensor | None) -> FusedProjections | None:
+        fused = self.fused
+        if fused is None:
+            return None
+        if not fused.parts_in_place(self):
+            self.fused = None  # stale: free its buffers, the separate path takes over
+            return None
+        # Under autograd the separate path keeps gradients flowing to the parameters.
+        if torch.is_grad_enabled() or fused.with_query != (query_input is None):
+            return None
+        return fused
 
     def forward(
         self,
-        query_input: torch.Tensor,
         kv_input: torch.Tensor,
         mask: torch.Tensor | None,
         is_causal: bool,
         cache: Cache | None,
+        query_input: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, h = kv_input.shape
-        q = self.query(query_input).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        k = self.key(kv_input).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        v = self.value(kv_input).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        nh, hs = self.num_heads, self.head_dim
+        fused = self._usable_fusion(query_input)
+        if fused is None:
+            q = self.query(kv_input if query_input is None else query_input)
+            q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+            k = self.key(kv_input).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+            v = self.value(kv_input).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        else:
+            parts = len(fused.names)
+            projected = fused.project(kv_input).view(B, T, parts, nh, hs).permute(2, 0, 3, 1, 4)  # (parts, B, nh, T, hs)
+            if query_input is None:
+                q, k, v = projected.unbind(0)
+            else:
+                k, v = projected.unbind(0)
+                q = self.query(query_input).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, nh, S, hs)
         # Scores scaled by 1/sqrt(hs), softmax accumulated in fp32 by the SDPA kernels.
@@ -99,8 +226,7 @@ class Block(nn.Module):
         query_input: torch.Tensor | None = None,
     ) -> torch.Tensor:
         normed = self.input_layernorm(x)
-        query = normed if query_input is None else query_input
-        a = x + self.attention(query, normed, mask, is_causal, cache)
+        a = x + self.attention(normed, mask, is_causal, cache, query_input)
         return a + self.mlp(self.post_attention_layernorm(a))
 
 
@@ -116,6 +242,24 @@ class TopQueryLayer(Block):
         cache: Cache | None,
     ) -> torch.Tensor:
         return super().forward(x, mask, is_causal, cache, query_input=top_query)
+
+
+def fuse_attention_projections(model: nn.Module) -> int:
+    """Fuse each block's query, key and value projections (the top query layer's key and
+    value: its query comes from the position table) for inference, in place; returns how
+    many attention layers were fused. Run it after any re-layout of the weights
+    (``store_linear_weights_transposed``) or swap of the layers (``use_onednn_linears``,
+    ``quantize_int8``) so the fused layer keeps that memory order and kernel.
+
+    Parameter names, values, the state dict and ``save_pretrained`` work as before (the
+    parameters become views into the fused weights). Training is unaffected: under
+    autograd the separate projections run.
+    """
+    fused = 0
+    for module in model.modules():
+        if isinstance(module, Block):
+            fused += module.attention.fuse_projections(with_query=not isinstance(module, TopQueryLayer))
+    return fused
 
 
 def build_attention_mask(
@@ -196,7 +340,7 @@ class CodeGeeXModel(CodeGeeXPreTrainedModel):
                 past_key_values.layers.append(DynamicLayer())
         cache = past_key_values if use_cache else None
 
-        B, T = input_ids.shape  # (B, T)
+        T = input_ids.shape[1]  # input_ids (B, T)
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         if past_length + T > self.config.max_position_embeddings:
             raise ValueError(
@@ -210,15 +354,28 @@ class CodeGeeXModel(CodeGeeXPreTrainedModel):
             else:
                 position_ids = torch.arange(past_length, past_length + T, device=input_ids.device).unsqueeze(0)
 
+        mask, is_causal = build_attention_mask(attention_mask, past_length, T, self.wte.weight)
+        x = self.run_blocks(input_ids, position_ids, mask, is_causal, cache)
+        return BaseModelOutputWithPast(last_hidden_state=x, past_key_values=past_key_values if use_cache else None)
+
+    def run_blocks(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        mask: torch.Tensor | None,
+        is_causal: bool,
+        cache: Cache | None,
+    ) -> torch.Tensor:
+        """The last hidden states (B, T, h) for given positions (B or 1, T) and SDPA mask
+        (``build_attention_mask``): ``forward`` without its argument handling, which the
+        engine's decode steps skip."""
         x = self.wte(input_ids) + self.wpe(position_ids)  # (B, T, h)
-        mask, is_causal = build_attention_mask(attention_mask, past_length, T, x)
         for block in self.layers:
             x = block(x, mask, is_causal, cache)
         x = self.final_layernorm(x)
         top_query = self.top_query_embeddings(position_ids).to(x.dtype)  # (B or 1, T, h)
-        top_query = top_query.expand(B, -1, -1)
-        x = self.top_query_layer(x, top_query, mask, is_causal, cache)
-        return BaseModelOutputWithPast(last_hidden_state=x, past_key_values=past_key_values if use_cache else None)
+        top_query = top_query.expand(input_ids.shape[0], -1, -1)
+        return self.top_query_layer(x, top_query, mask, is_causal, cache)
 
 
 class CodeGeeXForCausalLM(CodeGeeXPreTrainedModel, GenerationMixin):
@@ -272,7 +429,15 @@ class CodeGeeXForCausalLM(CodeGeeXPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values)
 
 
-__all__ = ["CodeGeeXForCausalLM", "CodeGeeXModel", "CodeGeeXPreTrainedModel", "TopQueryLayer", "fast_gelu"]
+__all__ = [
+    "CodeGeeXForCausalLM",
+    "CodeGeeXModel",
+    "CodeGeeXPreTrainedModel",
+    "FusedProjections",
+    "TopQueryLayer",
+    "fast_gelu",
+    "fuse_attention_projections",
+]
 
 _MODULE_READY = True
 from codeglm._register import register_now  # noqa: E402

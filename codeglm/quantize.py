@@ -82,13 +82,40 @@ class Int8Linear(nn.Module):
             scales = scales.to(linear.weight.dtype)
         return cls(q, scales, bias, kernel)
 
+    @classmethod
+    def stacked(cls, parts: Sequence[Int8Linear]) -> Int8Linear | None:
+        """One layer computing the parts' outputs side by side (None if they differ in
+        input size, kernel or having a bias): their rows stacked, each with its own
+        scale, so the products are the parts' own. The parts' buffers become views into
+        the stacked layer's and they give up their fbgemm packing (its memory); called
+        alone after this, they compute with the weight-only kernel."""
+        first = parts[0]
+        if any(
+            part.in_features != first.in_features or part.kernel != first.kernel or (part.bias is None) != (first.bias is None)
+            for part in parts
+        ):
+            return None
+        bias = None if first.bias is None else torch.cat([part.bias for part in parts])
+        stacked = cls(
+            torch.cat([part.weight_int8 for part in parts]), torch.cat([part.scales for part in parts]), bias, first.kernel
+        )
+        start = 0
+        for part in parts:
+            stop = start + part.out_features
+            part.weight_int8 = stacked.weight_int8[start:stop]
+            part.scales = stacked.scales[start:stop]
+            part.bias = None if stacked.bias is None else stacked.bias[start:stop]
+            part.kernel, part._packed = "dequant", None
+            start = stop
+        return stacked
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // self.in_features
-        if self._packed is not None and rows <= FBGEMM_MAX_ROWS:
-            flat = x.reshape(-1, self.in_features)
+        if self._packed is not None and x.numel() <= FBGEMM_MAX_ROWS * self.in_features:
             # reduce_range=True: 7-bit activations, so fbgemm's int16 pair sums cannot saturate.
-            y = torch.ops.quantized.linear_dynamic(flat.float(), self._packed, True)
-            return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+            # It takes any leading dimensions: an fp32 input goes in as it is.
+            if x.dtype == torch.float32:
+                return torch.ops.quantized.linear_dynamic(x, self._packed, True)
+            return torch.ops.quantized.linear_dynamic(x.float(), self._packed, True).to(x.dtype)
         y = F.linear(x, self.weight_int8.to(x.dtype)) * self.scales.to(x.dtype)
         return y if self.bias is None else y + self.bias.to(x.dtype)
 

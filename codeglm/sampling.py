@@ -24,26 +24,67 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     return generator
 
 
+# Top-p finds its nucleus among this many score buckets per row (see ``nucleus``);
+# scores more than NUCLEUS_SPAN below a row's largest (a probability under 1e-27 of the
+# top token's) all share the last bucket.
+NUCLEUS_BUCKETS = 1024
+NUCLEUS_SPAN = 64.0
+
+
 def candidates(logits: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
     """The tokens a sample may choose and their probabilities, (B, K) each.
 
     Temperature first, then top-k (the k most likely), then top-p (the fewest most
     likely tokens holding ``top_p`` of the probability; the most likely always stays).
-    Removed tokens keep probability 0. Only top-p needs the full vocabulary sorted.
+    Removed tokens keep probability 0. Nothing sorts the full vocabulary.
     """
     scores = logits.float() / params.temperature
     vocab = scores.shape[-1]
     if 0 < params.top_k < vocab:
         scores, tokens = torch.topk(scores, params.top_k, dim=-1)  # sorted, most likely first
-    elif params.top_p < 1.0:
-        scores, tokens = torch.sort(scores, dim=-1, descending=True)
-    else:
-        tokens = torch.arange(vocab, device=scores.device).expand_as(scores)
+        probs = torch.softmax(scores, dim=-1)
+        if params.top_p < 1.0:
+            mass_before = probs.cumsum(dim=-1) - probs
+            probs = probs.masked_fill(mass_before >= params.top_p, 0.0)
+        return tokens, probs
+    tokens = torch.arange(vocab, device=scores.device).expand_as(scores)
     probs = torch.softmax(scores, dim=-1)
     if params.top_p < 1.0:
-        mass_before = probs.cumsum(dim=-1) - probs
-        probs = probs.masked_fill(mass_before >= params.top_p, 0.0)
+        probs = probs * nucleus(scores, probs, params.top_p)
     return tokens, probs
+
+
+def nucleus(scores: torch.Tensor, probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Which tokens are in each row's top-p nucleus, (B, V) bool: a token is in when the
+    tokens more likely than it hold less than ``top_p`` of the probability.
+
+    Sorting a 50k vocabulary costs ~4 ms a row, more than a decode step's matmuls, so
+    no row is sorted: the tokens go into ``NUCLEUS_BUCKETS`` equal-width score buckets
+    (bucket 0 holds the largest score; a higher score never lands in a later bucket),
+    per-bucket sums locate the bucket in which the mass reaches ``top_p``, and only that
+    bucket's tokens are ordered. (Tokens of equal probability on the boundary may be cut
+    in either order, as a sort would.)
+    """
+    buckets = NUCLEUS_BUCKETS
+    low, top = torch.aminmax(scores, dim=-1, keepdim=True)
+    span = (top - low).clamp(min=1e-6, max=NUCLEUS_SPAN)
+    bucket = ((top - scores) * (buckets / span)).clamp_(0, buckets - 1).long()  # (B, V); a -inf score: the last
+    # Sums in float64: tens of thousands of small probabilities (a flat distribution)
+    # add up in float32 with errors the size of one token's probability.
+    mass = torch.zeros(scores.shape[0], buckets, dtype=torch.float64, device=probs.device)
+    mass.scatter_add_(-1, bucket, probs.double())
+    mass_through = mass.cumsum(dim=-1)  # (B, buckets): mass of the buckets up to each
+    boundary = (mass_through < top_p).sum(dim=-1, keepdim=True).clamp(max=buckets - 1)  # (B, 1)
+    mass_before_boundary = (mass_through - mass).gather(-1, boundary)  # (B, 1)
+    inside = bucket < boundary
+    elsewhere = bucket != boundary
+    count = scores.shape[-1] - int(elsewhere.sum(dim=-1).min())  # the most tokens a row has on its boundary
+    # The boundary bucket's tokens, most likely first; other rows' fillers are -1.
+    values, index = probs.masked_fill(elsewhere, -1.0).topk(count, dim=-1)  # (B, count)
+    values = values.double()
+    mass_before = mass_before_boundary + values.cumsum(dim=-1) - values
+    stays = (values >= 0) & (mass_before < top_p)
+    return inside.scatter(-1, index, stays | inside.gather(-1, index))
 
 
 def draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -99,4 +140,4 @@ def choose_tokens(logits: torch.Tensor, groups: Sequence[RowGroup]) -> torch.Ten
     return torch.cat(chosen)
 
 
-__all__ = ["RowGroup", "candidates", "choose_tokens", "draw", "make_generator"]
+__all__ = ["NUCLEUS_BUCKETS", "RowGroup", "candidates", "choose_tokens", "draw", "make_generator", "nucleus"]
