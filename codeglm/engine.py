@@ -35,7 +35,7 @@ import torch
 from codeglm.backends.base import CancelToken, Completion, FinishedCallback, SamplingParams
 from codeglm.backends.text_rules import first_stop, held_back_length
 from codeglm.kv_cache import CacheShape, StaticKVCache
-from codeglm.model import CodeGeeXForCausalLM, fuse_attention_projections
+from codeglm.model import CodeGeeXForCausalLM, decode_step, fuse_attention_projections
 from codeglm.onednn import use_onednn_linears
 from codeglm.prefix_cache import PrefixCache
 from codeglm.sampling import RowGroup, choose_tokens, make_generator
@@ -453,14 +453,13 @@ class Engine:
         """Logits (B, V) of one new token per row, (B, 1), at ``positions`` (B, 1) or, if
         None, at the cache's length; ``padding`` (B, S) is False at left-padding positions.
 
-        The blocks are called directly: the model's ``forward`` would rebuild positions
-        and the mask and wrap its results in output objects, every step.
+        ``decode_step`` skips what the model's ``forward`` would redo every step (positions,
+        the mask, output objects) and the layers' module dispatch.
         """
         if positions is None:
             positions = torch.full((1, 1), cache.length, dtype=torch.long, device=tokens.device)
         mask = None if padding is None else padding[:, None, None, :]  # (B, 1, 1, S): one query sees all real keys
-        hidden = self.model.transformer.run_blocks(tokens, positions, mask, False, cache)  # (B, 1, h)
-        return self.model.lm_head(hidden[:, -1])
+        return decode_step(self.model, tokens, positions, mask, cache)
 
     def _prefill(self, tokens: tuple[int, ...], cache: StaticKVCache) -> torch.Tensor:
         """Fill a one-row cache with a prompt's KV, reusing a cached prefix; (1, V) logits.

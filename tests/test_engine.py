@@ -7,6 +7,7 @@ float rounding could flip.
 
 from __future__ import annotations
 
+import copy
 import threading
 from pathlib import Path
 
@@ -23,8 +24,10 @@ from codeglm.engine import (
     plan_batches,
     should_drop_finished_rows,
     split_into_jobs,
+    use_decode_layout,
 )
-from codeglm.model import CodeGeeXForCausalLM
+from codeglm.model import CodeGeeXForCausalLM, fuse_attention_projections
+from codeglm.onednn import onednn_available, use_onednn_linears
 from codeglm.tokenizer import CodeGeeXTokenizer, load_tokenizer
 
 # Logits of two runs of the same tokens that take different paths (batched, padded,
@@ -121,6 +124,25 @@ def test_batched_and_n_sample_logits_equal_cold_single_runs(
             assert_same_logits(logits[row], single[PROMPT][step][0])
         for row in range(3, 6):
             assert_same_logits(logits[row], single[OTHER_PROMPT][step][0])
+
+
+def test_decode_layout_gives_the_same_logits(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer) -> None:
+    """The decode layout (fused q/k/v, oneDNN linears, (in, out) weights) and the
+    direct decode steps (``decode_step``) change how, not what, is computed: padded
+    batches and n samples give the logits of the plain model's cold runs."""
+    laid_out = copy.deepcopy(model)
+    use_decode_layout(laid_out)
+    if onednn_available():
+        assert use_onednn_linears(laid_out, min_weight_bytes=0) > 0  # tiny layers too, to run that kernel
+        fuse_attention_projections(laid_out)  # again, over the swapped layers
+    assert all(block.attention.fused is not None for block in (*laid_out.transformer.layers, laid_out.transformer.top_query_layer))
+    reference, engine = cold_engine(model, tokenizer), cold_engine(laid_out, tokenizer)
+    single = {p: step_logits(reference, lambda p=p: reference.generate([p], greedy(12))) for p in (PROMPT, OTHER_PROMPT)}
+    batched = step_logits(engine, lambda: engine.generate([PROMPT, OTHER_PROMPT], greedy(12), n=2))
+    assert len(batched) == 12
+    for step, logits in enumerate(batched):
+        for row, prompt in enumerate((PROMPT, PROMPT, OTHER_PROMPT, OTHER_PROMPT)):
+            assert_same_logits(logits[row], single[prompt][step][0])
 
 
 @torch.no_grad()
