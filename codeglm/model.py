@@ -54,9 +54,10 @@ class FusedProjections:
     (``stack_linears``; int8 layers: ``Int8Linear.stacked``), so an in-place change of a
     parameter is seen by both paths. A part replaced (say quantized) or its tensors
     moved (a dtype or device move) make the fusion stale, and the separate projections
-    take over again. (A forward pass checks only that the parts are still in place, a
-    cheap test; tensors are checked when the module moves, see ``Attention._apply``.
-    Reassigning a parameter's ``.data`` by hand needs ``fuse_projections`` again.)
+    take over again: ``Attention`` drops the fusion when a projection is assigned or its
+    tensors move (``Attention.__setattr__``, ``Attention._apply``), so a forward pass
+    checks nothing. Reassigning a parameter's ``.data`` by hand needs
+    ``fuse_projections`` again.
     """
 
     names: tuple[str, ...]  # ("query", "key", "value"), or ("key", "value") in the top query layer
@@ -163,15 +164,17 @@ class Attention(nn.Module):
             self.fused = None
         return result
 
+    def __setattr__(self, name: str, value: object) -> None:
+        # A projection replaced (say by quantize_int8) makes the fusion stale; checking
+        # here keeps the per-step check down to one attribute.
+        if name in ("query", "key", "value"):
+            self.__dict__["fused"] = None
+        super().__setattr__(name, value)
+
     def _usable_fusion(self, query_input: torch.Tensor | None) -> FusedProjections | None:
         fused = self.fused
-        if fused is None:
-            return None
-        if not fused.parts_in_place(self):
-            self.fused = None  # stale: free its buffers, the separate path takes over
-            return None
         # Under autograd the separate path keeps gradients flowing to the parameters.
-        if torch.is_grad_enabled() or fused.with_query != (query_input is None):
+        if fused is None or torch.is_grad_enabled() or fused.with_query != (query_input is None):
             return None
         return fused
 
@@ -309,7 +312,7 @@ def decode_step(
 
 
 def layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    return torch.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
 def block_step(
