@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: autouse)
 
 from codeglm.backends.base import CancelToken, SamplingParams
-from codeglm.config import CodeGeeXConfig
 from codeglm.engine import (
     Engine,
     PromptRequest,
@@ -39,22 +39,7 @@ OTHER_PROMPT = "import os\nimport sys\n\n\ndef main(argv: list[str]) -> int:\n  
 
 
 def tiny_model(seed: int = 0, context: int = 256) -> CodeGeeXForCausalLM:
-    torch.manual_seed(seed)
-    config = CodeGeeXConfig(
-        vocab_size=52224, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=context, initializer_range=0.3,
-    )
-    return CodeGeeXForCausalLM(config).eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and a shared machine makes
-    OpenMP threads wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    return random_model(52224, 64, 2, 4, context, seed=seed, initializer_range=0.3)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: autouse)
 from torch.overrides import TorchFunctionMode
 
-from codeglm.config import CodeGeeXConfig
 from codeglm.engine import load_model, store_linear_weights_transposed, use_decode_layout
 from codeglm.model import CodeGeeXForCausalLM, fuse_attention_projections
 from codeglm.quantize import Int8Linear, fbgemm_available, quantize_int8
@@ -23,19 +23,8 @@ LAYERS = 2
 RELATIVE_LOGIT_TOLERANCE = 1e-6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model() -> CodeGeeXForCausalLM:
-    torch.manual_seed(0)
-    config = CodeGeeXConfig(vocab_size=300, hidden_size=80, num_hidden_layers=LAYERS, num_attention_heads=4,
-                            max_position_embeddings=96, bos_token_id=None, eos_token_id=None, pad_token_id=None)
-    return CodeGeeXForCausalLM(config).eval()
+    return random_model(300, 80, LAYERS, 4, 96, bos_token_id=None, eos_token_id=None, pad_token_id=None)
 
 
 def attentions(model: CodeGeeXForCausalLM) -> list[torch.nn.Module]:

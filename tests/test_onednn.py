@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: autouse)
 
-from codeglm.config import CodeGeeXConfig
 from codeglm.model import CodeGeeXForCausalLM, fuse_attention_projections
 from codeglm.onednn import ONEDNN_MAX_ROWS, OneDNNLinear, linear, onednn_available, use_onednn_linears
 from codeglm.quantize import Int8Linear, quantize_int8
@@ -16,19 +16,8 @@ from codeglm.quantize import Int8Linear, quantize_int8
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN linear kernel")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model() -> CodeGeeXForCausalLM:
-    torch.manual_seed(0)
-    config = CodeGeeXConfig(vocab_size=300, hidden_size=80, num_hidden_layers=2, num_attention_heads=4,
-                            max_position_embeddings=96, bos_token_id=None, eos_token_id=None, pad_token_id=None)
-    return CodeGeeXForCausalLM(config).eval()
+    return random_model(300, 80, 2, 4, 96, bos_token_id=None, eos_token_id=None, pad_token_id=None)
 
 
 @pytest.mark.parametrize("rows", [1, 8])

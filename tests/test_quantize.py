@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: autouse)
 from torch import nn
 
 from codeglm.backends.base import SamplingParams
-from codeglm.config import CodeGeeXConfig
 from codeglm.engine import Engine, load_model
 from codeglm.model import CodeGeeXForCausalLM
 from codeglm.paths import humaneval_dir
@@ -31,19 +31,8 @@ LAYER_RELATIVE_ERROR = {"fbgemm": 0.03, "dequant": 0.015}
 MODEL_RELATIVE_LOGIT_ERROR = {"fbgemm": 0.04, "dequant": 0.02}
 MIN_GREEDY_AGREEMENT = {"fbgemm": 0.9, "dequant": 0.95}
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small_model() -> CodeGeeXForCausalLM:
-    torch.manual_seed(0)
-    config = CodeGeeXConfig(vocab_size=52224, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
-                            max_position_embeddings=256)
-    return CodeGeeXForCausalLM(config).eval()
+    return random_model(52224, 128, 2, 4, 256)
 
 
 def humaneval_prompt_ids(tokens_each: int) -> list[list[int]]:
