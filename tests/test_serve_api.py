@@ -248,6 +248,24 @@ def test_max_tokens_beyond_the_room_left_is_a_400_like_vllm(server: ServeApi) ->
     assert response.status_code == 400 and "in the prompt 1," in response.json()["error"]["message"]
 
 
+def test_the_openai_backend_clips_max_tokens_to_the_room_left_like_the_native_engine(
+    server: ServeApi, remote: OpenAIBackend
+) -> None:
+    unit = "x = 1\n" * 100
+    per_unit = remote.count_tokens(unit)
+    prompt = unit * ((CONTEXT - 40) // per_unit) + PROMPT
+    room = CONTEXT - remote.count_tokens(prompt)
+    assert 0 < room < 60
+    request = GenerationRequest(prompt, greedy(room + 100))  # more than fits: vLLM would answer 400
+    [expected] = load_backend(f"native:{server_model(server)}").generate(request)
+    [whole] = remote.generate(request)
+    assert (whole.text, whole.finish_reason) == (expected.text, "length")
+    text, streamed = drain(remote.stream(request), lambda delta: None)
+    assert text == expected.text and streamed is not None and streamed.finish_reason == "length"
+    with pytest.raises(BackendError, match=f"fills the model's context of {CONTEXT} tokens: shorten it"):
+        remote.generate(GenerationRequest(unit * (CONTEXT // per_unit + 1), greedy(8)))
+
+
 def test_a_client_that_disconnects_mid_stream_cancels_its_generation(server: ServeApi) -> None:
     before = server.stats()["streams"]["cancelled"]
     body = {"prompt": PROMPT, "max_tokens": LONG, "temperature": 0, "stream": True}

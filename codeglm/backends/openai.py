@@ -11,6 +11,11 @@ Token counts: with ``tokenizer=PATH`` (a tokenizer.json or a directory holding o
 they are exact; otherwise the server's ``/tokenize`` (serve-api, vLLM) is asked;
 failing that they are estimated as one token per three bytes of UTF-8, which
 over-counts typical code, so prompt budgets err on the safe side.
+
+``max_tokens`` is clipped to the room the prompt leaves in the model's context when
+both are known exactly (the context given or listed by the server as
+``max_model_len``, tokens counted exactly): the native engine stops at the context's
+end as well, where vLLM would refuse the whole request.
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ class OpenAIBackend:
         self.backoff = backoff
         self.supports_fim = fim
         self._context = context
+        self._context_known = context is not None
         self._tokenizer_path = tokenizer
         self._count: Callable[[str], int] | None = None
         api_key = os.environ.get(api_key_env)
@@ -115,6 +121,7 @@ class OpenAIBackend:
                 for entry in self._models():
                     if entry["id"] == self.model and isinstance(entry.get("max_model_len"), int):
                         self._context = entry["max_model_len"]
+                        self._context_known = True
             except BackendError:
                 pass  # the default stands; generation will report the server's state
         return self._context
@@ -198,12 +205,29 @@ class OpenAIBackend:
                 return
             time.sleep(min(left, 0.05))
 
+    def _max_tokens(self, request: GenerationRequest) -> int:
+        """``max_new_tokens``, clipped to the room the prompt leaves in the context when
+        both are known exactly (see the module's text)."""
+        wanted = request.params.max_new_tokens
+        context = self.context_length
+        if not self._context_known:
+            return wanted
+        sent = request.prompt
+        if request.suffix is not None and self.supports_fim:
+            sent += request.suffix
+        used = self.count_tokens(sent)
+        if self._count is estimate_tokens:  # an estimate could cut a completion short
+            return wanted
+        if used >= context:
+            raise BackendError(f"the prompt of {used} tokens fills the model's context of {context} tokens: shorten it")
+        return min(wanted, context - used)
+
     def _body(self, request: GenerationRequest, n: int, stream: bool) -> dict[str, Any]:
         params = request.params
         body: dict[str, Any] = {
             "model": self.model,
             "prompt": request.prompt,
-            "max_tokens": params.max_new_tokens,
+            "max_tokens": self._max_tokens(request),
             "temperature": params.temperature,
             "top_p": params.top_p,
             "n": n,
