@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -596,6 +597,21 @@ def job_seed(params: SamplingParams, job: Job) -> int | None:
     return None if params.seed is None else params.seed + 1_000_003 * job.first_sample
 
 
+@contextmanager
+def without_progress_bars() -> Iterator[None]:
+    """transformers draws a "Loading weights" bar on stderr for every load: noise in the
+    CLI's output and the editor's server log for a load that takes well under a second."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
+
+
 def load_model(path: str | Path, device: str = "cpu", dtype: str = "fp32") -> CodeGeeXForCausalLM:
     """A model directory (config.json + weights) loaded for inference.
 
@@ -613,7 +629,8 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "fp32") -> Co
     torch_dtype = DTYPES[dtype]
     if dtype == "int8" and device != "cpu":
         torch_dtype = torch.float16  # weight-only int8 on a GPU computes in fp16
-    model = CodeGeeXForCausalLM.from_pretrained(str(directory), dtype=torch_dtype)
+    with without_progress_bars():
+        model = CodeGeeXForCausalLM.from_pretrained(str(directory), dtype=torch_dtype)
     model = model.to(device).eval()
     if dtype == "int8":
         from codeglm.quantize import quantize_int8

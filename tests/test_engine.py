@@ -313,10 +313,14 @@ def test_context_limit_and_empty_prompt(tokenizer: CodeGeeXTokenizer) -> None:
         small.generate([""], greedy(4))
 
 
-def test_load_engine_from_a_saved_directory(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer, tmp_path: Path) -> None:
+def test_load_engine_from_a_saved_directory(
+    model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     model.save_pretrained(tmp_path)
     tokenizer.save(tmp_path)
+    capfd.readouterr()
     engine = load_engine(tmp_path, prefix_cache_size=0)
+    assert "Loading weights" not in capfd.readouterr().err  # no progress bar in the CLI's or the server's output
     assert engine.context_length == 256
     assert engine.generate([PROMPT], greedy(8)) == cold_engine(model, tokenizer).generate([PROMPT], greedy(8))
     with pytest.raises(ValueError, match="unknown dtype"):
