@@ -55,6 +55,14 @@ class Shape:
 
 
 FULL = Shape(hidden=768, layers=12, heads=12)
+# The targets on 2 CPU threads (the full model; --quick runs are smoke tests).
+TARGETS = {
+    "decode_ratio_b1": 1.3,
+    "decode_ratio_n8": 1.5,
+    "bandwidth_fraction_b1": 0.6,
+    "int8_speedup": 2.5,
+    "prefix_cache_ttft_ratio": 5.0,
+}
 QUICK = Shape(hidden=256, layers=4, heads=4)
 
 
@@ -298,6 +306,9 @@ def main() -> None:
         "prefix_cache_ttft_ratio": ttft["ratio"],
         "seconds": round(time.perf_counter() - began, 1),
     }
+    for key, target in TARGETS.items():
+        verdict = "met" if result[key] >= target else "MISSED"
+        print(f"target {key}: {result[key]} against >= {target}: {verdict}")
     print(json.dumps(result))
 
 
