@@ -13,10 +13,13 @@ transformers baseline, transformers' own ``GPT2LMHeadModel`` of the same width, 
 - the prefix cache: time to first token for a 1,500-token prompt cold, and after one
   more typed character.
 
-Every timing is the best of ``--repeats`` runs (the machine may be shared). The last
-line of output is one JSON object with all figures.
+Every timing is the best of ``--repeats`` runs (the machine may be shared). The runs
+that ratios compare are interleaved - each round times the engine, GPT-2, the int8
+engine and the memory bandwidth once, in turn - so both sides of a ratio see the
+same moments of a shared machine. The last line of output is one JSON object with all
+figures; the line before each target's verdict.
 
-    .venv/bin/python bench/generation.py            # ~5 minutes on 2 cores
+    .venv/bin/python bench/generation.py            # ~2 minutes on 2 cores
     .venv/bin/python bench/generation.py --quick    # smaller model, a smoke run
 """
 
@@ -31,6 +34,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -147,20 +151,21 @@ class Speed:
         return {"prefill_tok_s": round(self.prefill_tokens_per_s, 2), "decode_tok_s": round(self.decode_tokens_per_s, 2)}
 
 
-def engine_speed(engine: Engine, prompt: list[int], new_tokens: int, n: int, params: SamplingParams, repeats: int) -> Speed:
-    prefill, decode = [], []
-    for _ in range(repeats):
-        engine.prefix_cache.clear()
-        engine.generate_tokens([prompt], params, n=n)
-        stats = engine.last_stats
-        assert stats.decode_steps == new_tokens - 1, stats
-        prefill.append(stats.prefill_seconds)
-        decode.append(stats.decode_seconds / stats.decode_steps)
-    return Speed(len(prompt) / min(prefill), n / min(decode))
+def engine_run(engine: Engine, prompt: list[int], new_tokens: int, n: int, params: SamplingParams) -> tuple[float, float]:
+    """One generation: (prefill seconds, seconds per decode step)."""
+    engine.prefix_cache.clear()
+    engine.generate_tokens([prompt], params, n=n)
+    stats = engine.last_stats
+    assert stats.decode_steps == new_tokens - 1, stats
+    return stats.prefill_seconds, stats.decode_seconds / stats.decode_steps
 
 
-def hf_speed(model: torch.nn.Module, prompt: list[int], new_tokens: int, n: int, sample: bool, repeats: int) -> Speed:
-    """transformers' generate(): decode time = (N tokens - 1 token) / (N - 1) steps."""
+def engine_speed(prompt: list[int], n: int, runs: list[tuple[float, float]]) -> Speed:
+    return Speed(len(prompt) / min(r[0] for r in runs), n / min(r[1] for r in runs))
+
+
+def hf_run(model: torch.nn.Module, prompt: list[int], new_tokens: int, n: int, sample: bool) -> tuple[float, float]:
+    """transformers' generate() once for one token and once for all: (seconds, seconds)."""
     ids = torch.tensor([prompt]).expand(n, -1).contiguous()
     options = dict(do_sample=sample, pad_token_id=50256)
     if sample:
@@ -172,9 +177,12 @@ def hf_speed(model: torch.nn.Module, prompt: list[int], new_tokens: int, n: int,
             model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, **options)
         return time.perf_counter() - start
 
-    timed(2)
-    first = best_of(repeats, lambda: timed(1))
-    full = best_of(repeats, lambda: timed(new_tokens))
+    return timed(1), timed(new_tokens)
+
+
+def hf_speed(prompt: list[int], new_tokens: int, n: int, runs: list[tuple[float, float]]) -> Speed:
+    """Decode time = (N tokens - 1 token) / (N - 1) steps, from the best of each."""
+    first, full = min(r[0] for r in runs), min(r[1] for r in runs)
     # The batch-n prefill computes the prompt n times; count it once per prompt, as the engine does.
     return Speed(len(prompt) / first, n * (new_tokens - 1) / (full - first))
 
@@ -241,24 +249,40 @@ def main() -> None:
     print(f"CodeGeeX-shaped model: {parameters / 1e6:.1f}M parameters, h={shape.hidden}, "
           f"{shape.layers}+1 blocks, vocab {shape.vocab}, context {shape.context}; {args.threads} threads")
 
-    bandwidth = read_bandwidth(256 if args.quick else 1024, 5)
-    print(f"memory read bandwidth: {bandwidth / 1e9:.2f} GB/s")
-
     # transformers' generate() on this project's adapter, before the engine re-lays out the weights.
-    adapter_b1 = hf_speed(model, prompt, new_tokens, 1, False, repeats)
+    hf_run(model, prompt, 2, 1, False)  # warm-up
+    adapter_b1 = hf_speed(prompt, new_tokens, 1, [hf_run(model, prompt, new_tokens, 1, False) for _ in range(repeats)])
     print(f"adapter generate() b1: {adapter_b1}")
+    quantized = quantize_int8(copy.deepcopy(model))
     engine = Engine(model, NoEndOfText(tokenizer), prefix_cache_size=0, decode_layout=True)
-    engine_b1 = engine_speed(engine, prompt, new_tokens, 1, greedy, repeats)
-    print(f"engine b1: {engine_b1}")
-    engine_n8 = engine_speed(engine, prompt, new_tokens, 8, sampled, repeats)
-    print(f"engine n8: {engine_n8}")
-
+    int8_engine = Engine(quantized, NoEndOfText(tokenizer), prefix_cache_size=0, decode_layout=True)
     gpt2 = gpt2_model(shape)
-    gpt2_b1 = hf_speed(gpt2, prompt, new_tokens, 1, False, repeats)
-    print(f"gpt2 generate() b1: {gpt2_b1}")
-    gpt2_n8 = hf_speed(gpt2, prompt, new_tokens, 8, True, repeats)
-    print(f"gpt2 generate() n8: {gpt2_n8}")
-    del gpt2
+    contenders: dict[str, Callable[[], tuple[float, float]]] = {
+        "engine b1": partial(engine_run, engine, prompt, new_tokens, 1, greedy),
+        "gpt2 generate() b1": partial(hf_run, gpt2, prompt, new_tokens, 1, False),
+        "int8 engine b1": partial(engine_run, int8_engine, prompt, new_tokens, 1, greedy),
+        "engine n8": partial(engine_run, engine, prompt, new_tokens, 8, sampled),
+        "gpt2 generate() n8": partial(hf_run, gpt2, prompt, new_tokens, 8, True),
+    }
+    for run in contenders.values():  # warm-up: first calls pay for allocations and kernel choices
+        run()
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+    bandwidths: list[float] = []
+    for _ in range(repeats):
+        bandwidths.append(read_bandwidth(256 if args.quick else 1024, 5))
+        for name, run in contenders.items():
+            runs[name].append(run())
+    del contenders, gpt2
+    bandwidth = max(bandwidths)
+    print(f"memory read bandwidth: {bandwidth / 1e9:.2f} GB/s (best of {5 * repeats} reads, 5 in each round)")
+    engine_b1 = engine_speed(prompt, 1, runs["engine b1"])
+    engine_n8 = engine_speed(prompt, 8, runs["engine n8"])
+    int8_b1 = engine_speed(prompt, 1, runs["int8 engine b1"])
+    gpt2_b1 = hf_speed(prompt, new_tokens, 1, runs["gpt2 generate() b1"])
+    gpt2_n8 = hf_speed(prompt, new_tokens, 8, runs["gpt2 generate() n8"])
+    for name, speed in (("engine b1", engine_b1), ("engine n8", engine_n8), ("gpt2 generate() b1", gpt2_b1),
+                        ("gpt2 generate() n8", gpt2_n8), ("int8 engine b1", int8_b1)):
+        print(f"{name}: {speed}")
 
     # The bandwidth bound at batch 1: every linear weight, the embedding row and
     # position rows, the layer norms, and the KV cache at the mean decode length.
@@ -269,10 +293,6 @@ def main() -> None:
     fraction = engine_b1.decode_tokens_per_s / bound
     print(f"bytes per decode step {step_bytes / 1e6:.1f} MB -> bound {bound:.1f} tok/s; engine reaches {fraction:.1%}")
 
-    quantized = quantize_int8(copy.deepcopy(model))
-    int8_engine = Engine(quantized, NoEndOfText(tokenizer), prefix_cache_size=0, decode_layout=True)
-    int8_b1 = engine_speed(int8_engine, prompt, new_tokens, 1, greedy, repeats)
-    print(f"int8 engine b1: {int8_b1}")
     effect = measure_int8_effect(model, quantized, humaneval_prompts(tokenizer, 128))
     print(f"int8 effect: {effect}")
     del int8_engine, quantized
