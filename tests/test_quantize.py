@@ -100,16 +100,22 @@ def test_int8_logits_on_humaneval_prompts_are_within_the_bound(kernel: str, reco
     assert effect.greedy_agreement >= MIN_GREEDY_AGREEMENT[kernel]
 
 
-def test_int8_engine_generates_like_fp32_mostly() -> None:
+def test_int8_engine_generates_with_logits_near_fp32() -> None:
+    """End to end through the engine: a random model's near-flat distribution makes
+    greedy text a coin toss between near-ties, so the first step's logits are compared."""
     tokenizer = load_tokenizer()
     prompt = "def add(a, b):\n    "
-    fp32 = Engine(small_model(), tokenizer, prefix_cache_size=0)
-    int8 = Engine(quantize_int8(small_model()), tokenizer, prefix_cache_size=0)
     params = SamplingParams(max_new_tokens=8)
-    [[a]] = fp32.generate([prompt], params)
-    [[b]] = int8.generate([prompt], params)
-    assert b.generated_tokens == 8 and b.finish_reason == "length"
-    assert a.text[:4] == b.text[:4]
+    first_logits: dict[str, torch.Tensor] = {}
+    for name, model in (("fp32", small_model()), ("int8", quantize_int8(small_model()))):
+        engine = Engine(model, tokenizer, prefix_cache_size=0)
+        steps: list[torch.Tensor] = []
+        engine.logits_tap = lambda logits, steps=steps: steps.append(logits.clone())
+        [[completion]] = engine.generate([prompt], params)
+        assert completion.generated_tokens == 8 and completion.finish_reason == "length"
+        first_logits[name] = steps[0]
+    scale = float(first_logits["fp32"].abs().max())
+    assert float((first_logits["int8"] - first_logits["fp32"]).abs().max()) <= MODEL_RELATIVE_LOGIT_ERROR["fbgemm"] * scale
 
 
 def test_load_model_with_int8(tmp_path: Path) -> None:

@@ -1,0 +1,57 @@
+"""The AVX2 int8 decode kernel (``codeglm/csrc/int8_gemv.cpp``): built where it can be,
+the int8-weight products to within its 13-bit activation rounding, and used by
+``Int8Linear`` for single rows only."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from _torch_fixtures import one_thread  # noqa: F401 (autouse)
+
+from codeglm.int8_kernel import cpu_has_avx2, int8_gemv
+from codeglm.quantize import Int8Linear, fbgemm_available
+
+# Rounding activations to 13 bits: |error| <= 2^-13 of a row's largest activation per
+# term; measured ~2e-4 of the largest output.
+RELATIVE_ERROR = 1e-3
+
+pytestmark = pytest.mark.skipif(not fbgemm_available(), reason="int8 CPU kernels run on x86 only")
+
+
+def test_the_kernel_is_built_where_it_can_be() -> None:
+    if not (cpu_has_avx2() and shutil.which("g++")):
+        pytest.skip("no AVX2 or no C++ compiler: fbgemm serves every int8 product")
+    assert int8_gemv() is not None
+
+
+@pytest.mark.parametrize(("out_features", "in_features"), [(5, 7), (33, 80), (384, 128), (96, 4100)])
+@pytest.mark.parametrize("shape", ["row", "(1, 1, in)", "three rows"])
+def test_products_equal_the_int8_weights_products(out_features: int, in_features: int, shape: str) -> None:
+    gemv = int8_gemv()
+    if gemv is None:
+        pytest.skip("the kernel is not built here")
+    torch.manual_seed(out_features)
+    layer = Int8Linear.from_linear(torch.nn.Linear(in_features, out_features), "fbgemm")
+    dims = {"row": (1, in_features), "(1, 1, in)": (1, 1, in_features), "three rows": (3, in_features)}[shape]
+    x = torch.randn(*dims) * 3
+    expected = (x @ layer.weight_int8.float().t()) * layer.scales + layer.bias  # exact in the int8 weights
+    got = gemv(x, layer.weight_int8, layer.scales, layer.bias)
+    assert got.shape == expected.shape
+    assert float((got - expected).abs().max()) <= RELATIVE_ERROR * float(expected.abs().max())
+    assert torch.allclose(gemv(x, layer.weight_int8, layer.scales, None), got - layer.bias, atol=1e-5)
+
+
+def test_int8_linear_takes_the_kernel_for_one_row_and_fbgemm_for_more() -> None:
+    gemv = int8_gemv()
+    if gemv is None:
+        pytest.skip("the kernel is not built here")
+    torch.manual_seed(0)
+    layer = Int8Linear.from_linear(torch.nn.Linear(64, 48), "fbgemm")
+    one, two = torch.randn(1, 1, 64), torch.randn(1, 2, 64)
+    with torch.inference_mode():
+        assert torch.equal(layer(one), gemv(one, layer.weight_int8, layer.scales, layer.bias))
+        assert torch.equal(layer(two), torch.ops.quantized.linear_dynamic(two, layer._packed, True))
+    dequant = Int8Linear.from_linear(torch.nn.Linear(64, 48), "dequant")
+    assert dequant._gemv is None  # the GPU and prefill path never takes it
