@@ -35,6 +35,7 @@ import torch
 
 from codeglm.backends.base import CancelToken, Completion, FinishedCallback, SamplingParams
 from codeglm.backends.text_rules import first_stop, held_back_length
+from codeglm.cpu_kernels import float_gemv
 from codeglm.kv_cache import CacheShape, StaticKVCache
 from codeglm.model import CodeGeeXForCausalLM, decode_step, fuse_attention_projections
 from codeglm.onednn import use_onednn_linears
@@ -280,12 +281,18 @@ def store_linear_weights_transposed(model: torch.nn.Module) -> int:
 
 def use_decode_layout(model: CodeGeeXForCausalLM) -> None:
     """Prepare the model's weights for decoding, in place: widening CPU linear weights
-    stored (in, out) (``store_linear_weights_transposed``), large CPU fp32 linears
-    computed by oneDNN for few rows (``codeglm.onednn``), then each attention's
+    stored (in, out) (``store_linear_weights_transposed``; only the logits' where the
+    AVX2 kernels of ``codeglm.cpu_kernels`` are built), large CPU fp32 linears computed
+    by oneDNN for few rows (``codeglm.onednn``), then each attention's
     projections of the same input, float or int8, fused into one matmul
     (``fuse_attention_projections``, which keeps the memory order and the kernel).
     Values, parameter names and the state dict stay as they were."""
-    store_linear_weights_transposed(model)
+    if float_gemv() is None:
+        store_linear_weights_transposed(model)
+    else:
+        # The AVX2 kernel takes one-row products of the blocks' (out, in) weights; the
+        # logits' weight (tied to the embedding) stays with oneDNN, fastest on (in, out).
+        store_linear_weights_transposed(model.lm_head)
     use_onednn_linears(model)
     fuse_attention_projections(model)
 

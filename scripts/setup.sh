@@ -22,7 +22,7 @@ fi
 if [ -z "${SKIP_EXTENSION:-}" ] && [ -f vscode-extension/package.json ]; then
   (cd vscode-extension && npm ci --no-audit --no-fund)
 fi
-# The AVX2 int8 decode kernel, built once now rather than at the first --dtype int8 load
-# (needs the C++ compiler the toolchains bring; without it fbgemm serves int8).
-.venv/bin/python -c "from codeglm.int8_kernel import int8_gemv; print('setup: int8 kernel', 'built' if int8_gemv() else 'not built (fbgemm serves int8)')"
+# The AVX2 decode kernels, built once now rather than at the first model load
+# (needs the C++ compiler the toolchains bring; without it oneDNN and fbgemm serve).
+.venv/bin/python -c "from codeglm.cpu_kernels import int8_gemv; print('setup: AVX2 decode kernels', 'built' if int8_gemv() else 'not built (oneDNN and fbgemm serve)')"
 echo "setup: done (.venv ready)"

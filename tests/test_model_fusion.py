@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: autouse)
 from torch.overrides import TorchFunctionMode
 
+from codeglm.cpu_kernels import float_gemv
 from codeglm.engine import load_model, store_linear_weights_transposed, use_decode_layout
 from codeglm.model import CodeGeeXForCausalLM, fuse_attention_projections
 from codeglm.quantize import Int8Linear, fbgemm_available, quantize_int8
@@ -176,10 +177,15 @@ def test_decode_layout_stores_rows_the_long_way_and_keeps_values() -> None:
     model = copy.deepcopy(reference)
     use_decode_layout(model)
     block = model.transformer.layers[0]
-    # Widening weights and the logits are stored (in, out); the narrowing MLP output
-    # stays (out, in): each way the contiguous rows are the longer side.
-    for linear in (block.attention.dense, block.mlp.dense_h_to_4h, model.lm_head):
-        assert linear.weight.t().is_contiguous() and not linear.weight.is_contiguous()
+    # The logits' weight is stored (in, out), for oneDNN. The blocks' weights stay
+    # (out, in) where the AVX2 kernel takes their one-row products; without it the
+    # widening ones are stored (in, out) too: the contiguous rows are the longer side.
+    assert model.lm_head.weight.t().is_contiguous() and not model.lm_head.weight.is_contiguous()
+    widening = (block.attention.dense, block.mlp.dense_h_to_4h)
+    if float_gemv() is not None:
+        assert all(linear.weight.is_contiguous() for linear in widening)
+    else:
+        assert all(linear.weight.t().is_contiguous() and not linear.weight.is_contiguous() for linear in widening)
     assert block.mlp.dense_4h_to_h.weight.is_contiguous()
     assert model.lm_head.weight is model.transformer.wte.weight
     expected = reference.state_dict()

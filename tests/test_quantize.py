@@ -28,7 +28,7 @@ LAYER_RELATIVE_ERROR = {"fbgemm": 0.03, "dequant": 0.015}
 # logit, and the share of positions where the greedy choices agree. A random model's
 # next-token distribution is nearly flat (top-2 gaps of ~0.03), which makes greedy
 # agreement here a pessimistic figure. Measured: fbgemm 1.2% / 99% (single rows through
-# the AVX2 kernel; fbgemm alone, CODEGLM_INT8_KERNEL=fbgemm: 2.5% / 97%), dequant 1.2% / 99%.
+# the AVX2 kernel; fbgemm alone, CODEGLM_CPU_KERNELS=off: 2.5% / 97%), dequant 1.2% / 99%.
 MODEL_RELATIVE_LOGIT_ERROR = {"fbgemm": 0.04, "dequant": 0.02}
 MIN_GREEDY_AGREEMENT = {"fbgemm": 0.9, "dequant": 0.95}
 

@@ -1,6 +1,6 @@
-"""The AVX2 int8 decode kernel (``codeglm/csrc/int8_gemv.cpp``): built where it can be,
-the int8-weight products to within its 13-bit activation rounding, and used by
-``Int8Linear`` for single rows only."""
+"""The AVX2 decode kernels (``codeglm/csrc/cpu_gemv.cpp``): built where they can be, the
+fp32 products of ``F.linear`` and the int8-weight products to within 13-bit activation
+rounding, and used for single rows only."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 from _torch_fixtures import one_thread  # noqa: F401 (autouse)
 
-from codeglm.int8_kernel import cpu_has_avx2, int8_gemv
+from codeglm.cpu_kernels import cpu_has_avx2, float_gemv, int8_gemv
+from codeglm.onednn import OneDNNLinear, linear
 from codeglm.quantize import Int8Linear, fbgemm_available
 
 # Rounding activations to 13 bits: |error| <= 2^-13 of a row's largest activation per
@@ -23,7 +25,39 @@ pytestmark = pytest.mark.skipif(not fbgemm_available(), reason="int8 CPU kernels
 def test_the_kernel_is_built_where_it_can_be() -> None:
     if not (cpu_has_avx2() and shutil.which("g++")):
         pytest.skip("no AVX2 or no C++ compiler: fbgemm serves every int8 product")
-    assert int8_gemv() is not None
+    assert int8_gemv() is not None and float_gemv() is not None
+
+
+@pytest.mark.parametrize(("out_features", "in_features"), [(5, 7), (33, 80), (384, 128), (96, 4100)])
+def test_float_products_equal_f_linear(out_features: int, in_features: int) -> None:
+    gemv = float_gemv()
+    if gemv is None:
+        pytest.skip("the kernels are not built here")
+    torch.manual_seed(in_features)
+    weight, bias = torch.randn(out_features, in_features), torch.randn(out_features)
+    for x in (torch.randn(1, in_features), torch.randn(1, 1, in_features), torch.randn(3, in_features)):
+        expected = F.linear(x, weight, bias)
+        got = gemv(x, weight, bias)
+        assert got.shape == expected.shape
+        scale = float(expected.abs().max())  # fp32 sums in another order: rounding apart
+        assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5 * scale)
+        assert torch.allclose(gemv(x, weight, None), F.linear(x, weight), rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_onednn_linear_takes_the_kernel_for_one_row_of_an_out_in_weight() -> None:
+    gemv = float_gemv()
+    if gemv is None:
+        pytest.skip("the kernels are not built here")
+    torch.manual_seed(0)
+    layer = OneDNNLinear(64, 48)
+    one, two = torch.randn(1, 1, 64), torch.randn(1, 2, 64)
+    with torch.inference_mode():
+        assert torch.equal(layer(one), gemv(one, layer.weight, layer.bias))
+        assert torch.equal(layer(two), linear(two, layer.weight, layer.bias))
+        transposed = OneDNNLinear(64, 48)
+        transposed.weight.data = layer.weight.data.t().contiguous().t()  # (in, out) storage: oneDNN's
+        transposed.bias.data = layer.bias.data
+        assert torch.equal(transposed(one), linear(one, transposed.weight, transposed.bias))
 
 
 @pytest.mark.parametrize(("out_features", "in_features"), [(5, 7), (33, 80), (384, 128), (96, 4100)])

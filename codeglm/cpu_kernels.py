@@ -1,0 +1,77 @@
+"""AVX2 kernels for the one-row products of batch-1 decode steps (``csrc/cpu_gemv.cpp``),
+built on first use.
+
+A decode step of a CodeGeeX model makes four products a block. oneDNN's fp32 kernel
+costs ~30 us a call before any arithmetic and fbgemm's int8 one ~20; these cost a few
+microseconds and read the weight rows as one stream per thread. ``float_linear`` sums
+in fp32 like any BLAS (another order of the same sums); ``int8_linear`` rounds each
+activation row to 13-bit integers (relative error ~1e-4) where fbgemm uses 7 bits.
+They are compiled once per machine with torch's extension builder (a C++ compiler and
+ninja; ~30 s) into torch's extension cache, ``$TORCH_EXTENSIONS_DIR`` or
+``~/.cache/torch_extensions``. Where they cannot be built or run (no AVX2, no compiler,
+``CODEGLM_CPU_KERNELS=off``) ``int8_gemv()`` and ``float_gemv()`` are None and oneDNN and
+fbgemm do the work.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).parent / "csrc" / "cpu_gemv.cpp"
+Int8Gemv = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+FloatGemv = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def cpu_has_avx2() -> bool:
+    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512", "AVX512_BF16", "AMX")
+
+
+def int8_gemv() -> Int8Gemv | None:
+    """``int8_linear(x, weight_int8, scales, bias)`` of the built kernels, or None."""
+    module = build()
+    return None if module is None else module.int8_linear
+
+
+def float_gemv() -> FloatGemv | None:
+    """``float_linear(x, weight, bias)`` (weight (out, in) contiguous), or None."""
+    module = build()
+    return None if module is None else module.float_linear
+
+
+@functools.cache
+def build() -> Any | None:
+    """The compiled extension module, or None where it cannot be had."""
+    if os.environ.get("CODEGLM_CPU_KERNELS", "") == "off" or not cpu_has_avx2():
+        return None
+    try:
+        import ninja  # the pip package: its binary need not be on PATH
+
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+    except ImportError:
+        pass  # a system ninja may be on PATH
+    from torch.utils.cpp_extension import load
+
+    log.info("building the decode kernels once (~30 s): %s", SOURCE)
+    try:
+        return load(
+            name="codeglm_cpu_gemv",
+            sources=[str(SOURCE)],
+            extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+    except Exception as error:  # a missing compiler or ninja, a failed build: oneDNN and fbgemm stay
+        log.warning("the AVX2 decode kernels could not be built, using oneDNN and fbgemm: %s", error)
+        return None
+
+
+__all__ = ["build", "cpu_has_avx2", "float_gemv", "int8_gemv"]
