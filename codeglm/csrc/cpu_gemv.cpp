@@ -94,25 +94,40 @@ inline void dot2(const int8_t* wa, const int8_t* wb, const int16_t* x, int64_t K
   *rb = tb;
 }
 
+// What both products check and prepare: x as contiguous (M, K) rows, the bias's data
+// (or null), and the output's sizes (x's, with N last).
+struct Operands {
+  torch::Tensor rows;
+  const float* bias;
+  std::vector<int64_t> out_sizes;
+};
+
+Operands operands(const torch::Tensor& x, int64_t N, int64_t K, const c10::optional<torch::Tensor>& bias) {
+  TORCH_CHECK(x.scalar_type() == torch::kFloat, "x must be float32");
+  TORCH_CHECK(x.size(-1) == K, "x has ", x.size(-1), " features, the weight ", K);
+  const float* bias_data = nullptr;
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->scalar_type() == torch::kFloat && bias->is_contiguous() && bias->numel() == N,
+                "bias must be contiguous float32 of the output size");
+    bias_data = bias->data_ptr<float>();
+  }
+  std::vector<int64_t> out_sizes = x.sizes().vec();
+  out_sizes.back() = N;
+  return {x.reshape({-1, K}).contiguous(), bias_data, out_sizes};
+}
+
 }  // namespace
 
 // x (..., K) fp32, weight (N, K) fp32 contiguous, bias (N) fp32 or None.
 torch::Tensor float_linear(const torch::Tensor& x, const torch::Tensor& weight, const c10::optional<torch::Tensor>& bias) {
-  TORCH_CHECK(x.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat, "x and weight must be float32");
-  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous(), "weight must be a contiguous (out, in) tensor");
+  TORCH_CHECK(weight.scalar_type() == torch::kFloat && weight.dim() == 2 && weight.is_contiguous(),
+              "weight must be a contiguous float32 (out, in) tensor");
   const int64_t N = weight.size(0), K = weight.size(1);
-  TORCH_CHECK(x.size(-1) == K, "x has ", x.size(-1), " features, the weight ", K);
-  const float* bias_data = nullptr;
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->scalar_type() == torch::kFloat && bias->is_contiguous(), "bias must be contiguous float32");
-    bias_data = bias->data_ptr<float>();
-  }
-  const torch::Tensor rows = x.reshape({-1, K}).contiguous();
-  const int64_t M = rows.size(0);
-  std::vector<int64_t> out_sizes = x.sizes().vec();
-  out_sizes.back() = N;
+  const Operands in = operands(x, N, K, bias);
+  const int64_t M = in.rows.size(0);
+  const float* bias_data = in.bias;
   torch::Tensor y = torch::empty({M, N}, x.options());
-  const float* x_data = rows.data_ptr<float>();
+  const float* x_data = in.rows.data_ptr<float>();
   const float* w_data = weight.data_ptr<float>();
   float* y_data = y.data_ptr<float>();
   at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
@@ -134,26 +149,20 @@ torch::Tensor float_linear(const torch::Tensor& x, const torch::Tensor& weight, 
       }
     }
   });
-  return y.view(out_sizes);
+  return y.view(in.out_sizes);
 }
 
 // x (..., K) fp32, weight (N, K) int8 contiguous, scale (N) fp32, bias (N) fp32 or None.
 torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& scale,
                           const c10::optional<torch::Tensor>& bias) {
-  TORCH_CHECK(x.scalar_type() == torch::kFloat, "x must be float32");
   TORCH_CHECK(weight.scalar_type() == torch::kChar && weight.dim() == 2 && weight.is_contiguous(),
               "weight must be a contiguous 2-d int8 tensor");
   TORCH_CHECK(scale.scalar_type() == torch::kFloat && scale.is_contiguous(), "scale must be contiguous float32");
   const int64_t N = weight.size(0), K = weight.size(1);
-  TORCH_CHECK(x.size(-1) == K, "x has ", x.size(-1), " features, the weight ", K);
-  const float* bias_data = nullptr;
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->scalar_type() == torch::kFloat && bias->is_contiguous(), "bias must be contiguous float32");
-    bias_data = bias->data_ptr<float>();
-  }
-  const torch::Tensor rows = x.reshape({-1, K}).contiguous();
-  const int64_t M = rows.size(0);
-  const float* x_data = rows.data_ptr<float>();
+  const Operands in = operands(x, N, K, bias);
+  const int64_t M = in.rows.size(0);
+  const float* bias_data = in.bias;
+  const float* x_data = in.rows.data_ptr<float>();
 
   std::vector<int16_t> x_int(M * K);
   std::vector<float> x_scale(M);
@@ -166,8 +175,6 @@ torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& weight, c
     for (int64_t k = 0; k < K; k++) x_int[m * K + k] = static_cast<int16_t>(std::lrintf(row[k] * inverse));
   }
 
-  std::vector<int64_t> out_sizes = x.sizes().vec();
-  out_sizes.back() = N;
   torch::Tensor y = torch::empty({M, N}, x.options());
   float* y_data = y.data_ptr<float>();
   const int8_t* w_data = weight.data_ptr<int8_t>();
@@ -191,7 +198,7 @@ torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& weight, c
       for (int64_t n = n0 + 2 * half; n < n1; n++) store(m, n, dot(w_data + n * K, xm, K));
     }
   });
-  return y.view(out_sizes);
+  return y.view(in.out_sizes);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
