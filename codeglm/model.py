@@ -69,13 +69,12 @@ class FusedProjections:
     def with_query(self) -> bool:
         return self.names[0] == "query"
 
-    def parts_in_place(self, attention: nn.Module) -> bool:
-        """Whether ``attention``'s projections are still the layers this fusion stacked."""
-        return all(getattr(attention, name) is part for name, part in zip(self.names, self.parts, strict=True))
-
     def in_place(self, attention: nn.Module) -> bool:
-        """``parts_in_place``, and the parts' tensors are still the ones stacked."""
-        return self.parts_in_place(attention) and tensor_addresses(self.parts) == self.addresses
+        """Whether ``attention``'s projections are still the layers this fusion stacked,
+        holding the tensors they held then."""
+        return all(getattr(attention, name) is part for name, part in zip(self.names, self.parts, strict=True)) and (
+            tensor_addresses(self.parts) == self.addresses
+        )
 
 
 def tensor_addresses(layers: tuple[nn.Module, ...]) -> tuple[int, ...]:
@@ -404,7 +403,7 @@ class CodeGeeXModel(CodeGeeXPreTrainedModel):
                 past_key_values.layers.append(DynamicLayer())
         cache = past_key_values if use_cache else None
 
-        T = input_ids.shape[1]  # input_ids (B, T)
+        B, T = input_ids.shape  # (B, T)
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         if past_length + T > self.config.max_position_embeddings:
             raise ValueError(
@@ -418,27 +417,15 @@ class CodeGeeXModel(CodeGeeXPreTrainedModel):
             else:
                 position_ids = torch.arange(past_length, past_length + T, device=input_ids.device).unsqueeze(0)
 
-        mask, is_causal = build_attention_mask(attention_mask, past_length, T, self.wte.weight)
-        x = self.run_blocks(input_ids, position_ids, mask, is_causal, cache)
-        return BaseModelOutputWithPast(last_hidden_state=x, past_key_values=past_key_values if use_cache else None)
-
-    def run_blocks(
-        self,
-        input_ids: torch.Tensor,
-        position_ids: torch.Tensor,
-        mask: torch.Tensor | None,
-        is_causal: bool,
-        cache: Cache | None,
-    ) -> torch.Tensor:
-        """The last hidden states (B, T, h) for given positions (B or 1, T) and SDPA mask
-        (``build_attention_mask``)."""
         x = self.wte(input_ids) + self.wpe(position_ids)  # (B, T, h)
+        mask, is_causal = build_attention_mask(attention_mask, past_length, T, x)
         for block in self.layers:
             x = block(x, mask, is_causal, cache)
         x = self.final_layernorm(x)
         top_query = self.top_query_embeddings(position_ids).to(x.dtype)  # (B or 1, T, h)
-        top_query = top_query.expand(input_ids.shape[0], -1, -1)
-        return self.top_query_layer(x, top_query, mask, is_causal, cache)
+        top_query = top_query.expand(B, -1, -1)
+        x = self.top_query_layer(x, top_query, mask, is_causal, cache)
+        return BaseModelOutputWithPast(last_hidden_state=x, past_key_values=past_key_values if use_cache else None)
 
 
 class CodeGeeXForCausalLM(CodeGeeXPreTrainedModel, GenerationMixin):

@@ -46,18 +46,23 @@ def onednn_available() -> bool:
     return bool(torch.allclose(got, F.linear(x, weight, bias), atol=1e-5))
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear``, through oneDNN for CPU fp32 inputs of at most ``ONEDNN_MAX_ROWS`` rows
-    when no gradient is being recorded."""
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, gemv: FloatGemv | None = None
+) -> torch.Tensor:
+    """``F.linear``, for CPU fp32 inputs of at most ``ONEDNN_MAX_ROWS`` rows when no
+    gradient is being recorded through oneDNN, or through ``gemv`` (``float_gemv()``)
+    for one row of an (out, in) contiguous weight."""
     if (
         x.numel() <= ONEDNN_MAX_ROWS * x.shape[-1]
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and x.device.type == "cpu"
         and not torch.is_grad_enabled()
-        and onednn_available()
     ):
-        return torch.ops.mkldnn._linear_pointwise.default(x, weight, bias, "none", [], "")
+        if gemv is not None and x.numel() == x.shape[-1] and weight.is_contiguous():
+            return gemv(x, weight, bias)
+        if onednn_available():
+            return torch.ops.mkldnn._linear_pointwise.default(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
 
 
@@ -71,18 +76,7 @@ class OneDNNLinear(nn.Linear):
         self._gemv: FloatGemv | None = float_gemv()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight
-        if (
-            self._gemv is not None
-            and x.numel() == self.in_features
-            and x.dtype == torch.float32
-            and weight.is_contiguous()
-            and weight.dtype == torch.float32
-            and x.device.type == "cpu"
-            and not torch.is_grad_enabled()
-        ):
-            return self._gemv(x, weight, self.bias)
-        return linear(x, weight, self.bias)
+        return linear(x, self.weight, self.bias, self._gemv)
 
 
 def use_onednn_linears(model: nn.Module, min_weight_bytes: int = ONEDNN_MIN_WEIGHT_BYTES) -> int:
