@@ -43,7 +43,9 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     w = weight.detach().float()
     scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
     q = torch.round(w / scales.unsqueeze(1)).clamp(-127, 127).to(torch.int8)
-    return q, scales
+    # A weight stored transposed (an engine's decode layout) gives a transposed q: the
+    # kernels read rows, so store them in order.
+    return q.contiguous(), scales
 
 
 def fbgemm_available() -> bool:

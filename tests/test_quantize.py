@@ -125,3 +125,22 @@ def test_load_model_with_int8(tmp_path: Path) -> None:
     assert isinstance(model.lm_head, Int8Linear)
     assert isinstance(model.transformer.layers[0].attention.query, Int8Linear)
     assert model.transformer.wte.weight.dtype == torch.float32
+
+
+def test_quantize_a_model_an_engine_laid_out_for_decoding() -> None:
+    """The decode layout stores some weights transposed; their int8 rows must still be
+    stored in order for the one-row kernel, and the logits stay those of the plain layout."""
+    tokenizer = load_tokenizer()
+    params = SamplingParams(max_new_tokens=4)
+    laid_out = small_model()
+    Engine(laid_out, tokenizer, prefix_cache_size=0, decode_layout=True)
+    first_logits = []
+    for model in (quantize_int8(small_model()), quantize_int8(laid_out)):
+        assert all(m.weight_int8.is_contiguous() for m in model.modules() if isinstance(m, Int8Linear))
+        engine = Engine(model, tokenizer, prefix_cache_size=0, decode_layout=True)
+        steps: list[torch.Tensor] = []
+        engine.logits_tap = lambda logits, steps=steps: steps.append(logits.clone())
+        [[completion]] = engine.generate(["def add(a, b):\n    "], params)
+        assert completion.generated_tokens == 4
+        first_logits.append(steps[0])
+    torch.testing.assert_close(first_logits[0], first_logits[1])
