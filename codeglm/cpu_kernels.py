@@ -1,5 +1,6 @@
-"""AVX2 kernels for the one-row products of batch-1 decode steps (``csrc/cpu_gemv.cpp``),
-built on first use.
+"""AVX2 kernels for decode steps (``csrc/cpu_gemv.cpp``), built on first use: the one-row
+products of batch-1 steps, with the layer norm before and GELU or the residual after
+them, and one-query attention against the KV cache.
 
 A decode step of a CodeGeeX model makes four products a block. oneDNN's fp32 kernel
 costs ~30 us a call before any arithmetic and fbgemm's int8 one ~20; these cost a few
@@ -27,8 +28,16 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "csrc" / "cpu_gemv.cpp"
-Int8Gemv = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
-FloatGemv = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+# int8_linear(x, weight_int8, scales, bias, norm_weight=None, norm_bias=None, eps=1e-5,
+# residual=None, gelu=False) and float_linear(x, weight, bias, <the same keywords>):
+# y = x @ W^T + bias with, if given, a layer norm of x before and GELU, then the residual
+# added, after; x (..., in) fp32 on the CPU.
+Int8Gemv = Callable[..., torch.Tensor]
+FloatGemv = Callable[..., torch.Tensor]
+# decode_attention(q, k, v, key_cache, value_cache, position): q, k, v (B, 1, nh * hs);
+# writes k and v at ``position`` of the (B, nh, capacity, hs) caches, returns the
+# attention of q over positions [0, position], (B, 1, nh * hs).
+DecodeAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
 def cpu_has_avx2() -> bool:
@@ -45,6 +54,27 @@ def float_gemv() -> FloatGemv | None:
     """``float_linear(x, weight, bias)`` (weight (out, in) contiguous), or None."""
     module = build()
     return None if module is None else module.float_linear
+
+
+def kernel_extras(
+    norm: torch.nn.LayerNorm | None, residual: torch.Tensor | None, gelu: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None, float, torch.Tensor | None, bool] | None:
+    """The products' ``norm_weight, norm_bias, eps, residual, gelu`` arguments for a layer
+    norm before (or None) and a residual after (or None), or None where the kernels
+    cannot take them (a norm without weight or bias, a residual not contiguous)."""
+    if residual is not None and not residual.is_contiguous():
+        return None
+    if norm is None:
+        return None, None, 1e-5, residual, gelu
+    if norm.weight is None or norm.bias is None or len(norm.normalized_shape) != 1:
+        return None
+    return norm.weight, norm.bias, norm.eps, residual, gelu
+
+
+def decode_attention() -> DecodeAttention | None:
+    """``decode_attention`` of the built kernels, or None."""
+    module = build()
+    return None if module is None else module.decode_attention
 
 
 @functools.cache
@@ -74,4 +104,4 @@ def build() -> Any | None:
         return None
 
 
-__all__ = ["build", "cpu_has_avx2", "float_gemv", "int8_gemv"]
+__all__ = ["DecodeAttention", "FloatGemv", "Int8Gemv", "build", "cpu_has_avx2", "decode_attention", "float_gemv", "int8_gemv", "kernel_extras"]

@@ -37,7 +37,7 @@ from codeglm.backends.base import CancelToken, Completion, FinishedCallback, Sam
 from codeglm.backends.text_rules import first_stop, held_back_length
 from codeglm.cpu_kernels import float_gemv
 from codeglm.kv_cache import CacheShape, StaticKVCache
-from codeglm.model import CodeGeeXForCausalLM, decode_step, fuse_attention_projections
+from codeglm.model import CodeGeeXForCausalLM, decode_step, fuse_attention_projections, use_decode_attention
 from codeglm.onednn import use_onednn_linears
 from codeglm.prefix_cache import PrefixCache
 from codeglm.sampling import RowGroup, choose_tokens, make_generator
@@ -285,7 +285,8 @@ def use_decode_layout(model: CodeGeeXForCausalLM) -> None:
     AVX2 kernels of ``codeglm.cpu_kernels`` are built), large CPU fp32 linears computed
     by oneDNN for few rows (``codeglm.onednn``), then each attention's
     projections of the same input, float or int8, fused into one matmul
-    (``fuse_attention_projections``, which keeps the memory order and the kernel).
+    (``fuse_attention_projections``, which keeps the memory order and the kernel), and
+    the AVX2 one-query attention for decode steps (``use_decode_attention``).
     Values, parameter names and the state dict stay as they were."""
     if float_gemv() is None:
         store_linear_weights_transposed(model)
@@ -295,6 +296,7 @@ def use_decode_layout(model: CodeGeeXForCausalLM) -> None:
         store_linear_weights_transposed(model.lm_head)
     use_onednn_linears(model)
     fuse_attention_projections(model)
+    use_decode_attention(model)
 
 
 class Engine:

@@ -77,6 +77,17 @@ class StaticKVCache:
             self.length = end
         return key_buffer[:, :, :end], value_buffer[:, :, :end]
 
+    def next_position(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """For a kernel that writes one new token's key and value itself: the layer's
+        (B, nh, capacity, hs) key and value buffers and the position to write at. Like
+        ``update``, the length advances after the last layer."""
+        position = self.length
+        if position >= self.capacity:
+            raise ValueError(f"KV cache of {self.capacity} positions cannot hold {position + 1}")
+        if layer_idx == self.num_layers - 1:
+            self.length = position + 1
+        return self.keys[layer_idx], self.values[layer_idx], position
+
     def rows(self, start: int, stop: int, offset: int = 0) -> StaticKVCache:
         """A cache over rows ``[start, stop)`` whose position 0 is this cache's ``offset``.
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codeglm.cpu_kernels import FloatGemv, float_gemv
+from codeglm.cpu_kernels import FloatGemv, float_gemv, kernel_extras
 
 ONEDNN_MAX_ROWS = 16
 # Weights of at most this many bytes stay with F.linear: measured break-even ~2 MiB
@@ -46,23 +46,18 @@ def onednn_available() -> bool:
     return bool(torch.allclose(got, F.linear(x, weight, bias), atol=1e-5))
 
 
-def linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, gemv: FloatGemv | None = None
-) -> torch.Tensor:
-    """``F.linear``, for CPU fp32 inputs of at most ``ONEDNN_MAX_ROWS`` rows when no
-    gradient is being recorded through oneDNN, or through ``gemv`` (``float_gemv()``)
-    for one row of an (out, in) contiguous weight."""
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear``, through oneDNN for CPU fp32 inputs of at most ``ONEDNN_MAX_ROWS``
+    rows when no gradient is being recorded."""
     if (
         x.numel() <= ONEDNN_MAX_ROWS * x.shape[-1]
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and x.device.type == "cpu"
         and not torch.is_grad_enabled()
+        and onednn_available()
     ):
-        if gemv is not None and x.numel() == x.shape[-1] and weight.is_contiguous():
-            return gemv(x, weight, bias)
-        if onednn_available():
-            return torch.ops.mkldnn._linear_pointwise.default(x, weight, bias, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise.default(x, weight, bias, "none", [], "")
     return F.linear(x, weight, bias)
 
 
@@ -76,7 +71,32 @@ class OneDNNLinear(nn.Linear):
         self._gemv: FloatGemv | None = float_gemv()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias, self._gemv)
+        y = self.fused_forward(x)
+        return linear(x, self.weight, self.bias) if y is None else y
+
+    def fused_forward(
+        self,
+        x: torch.Tensor,
+        norm: nn.LayerNorm | None = None,
+        residual: torch.Tensor | None = None,
+        gelu: bool = False,
+    ) -> torch.Tensor | None:
+        """``residual + gelu(self(norm(x)))``, each part if given, in one call of the AVX2
+        kernel for a one-row fp32 CPU input and an (out, in) contiguous weight, outside
+        autograd; None where the kernel does not take it."""
+        weight = self.weight
+        if (
+            self._gemv is None
+            or x.numel() != self.in_features
+            or x.dtype != torch.float32
+            or weight.dtype != torch.float32
+            or x.device.type != "cpu"
+            or not weight.is_contiguous()
+            or torch.is_grad_enabled()
+        ):
+            return None
+        extras = kernel_extras(norm, residual, gelu)
+        return None if extras is None else self._gemv(x, weight, self.bias, *extras)
 
 
 def use_onednn_linears(model: nn.Module, min_weight_bytes: int = ONEDNN_MIN_WEIGHT_BYTES) -> int:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codeglm.cpu_kernels import Int8Gemv, int8_gemv
+from codeglm.cpu_kernels import Int8Gemv, int8_gemv, kernel_extras
 
 KERNELS = ("auto", "fbgemm", "dequant")
 # fbgemm quantizes all rows of an input with one activation scale, so a long prompt's
@@ -118,9 +118,24 @@ class Int8Linear(nn.Module):
             start = stop
         return stacked
 
+    def fused_forward(
+        self,
+        x: torch.Tensor,
+        norm: nn.LayerNorm | None = None,
+        residual: torch.Tensor | None = None,
+        gelu: bool = False,
+    ) -> torch.Tensor | None:
+        """``residual + gelu(self(norm(x)))``, each part if given, in one call of the AVX2
+        kernel for a one-row fp32 input; None where the kernel does not take it."""
+        if self._gemv is None or x.numel() != self.in_features or x.dtype != torch.float32 or x.requires_grad:
+            return None
+        extras = kernel_extras(norm, residual, gelu)
+        return None if extras is None else self._gemv(x, self.weight_int8, self.scales, self.bias, *extras)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._gemv is not None and x.numel() == self.in_features and x.dtype == torch.float32 and not x.requires_grad:
-            return self._gemv(x, self.weight_int8, self.scales, self.bias)
+        y = self.fused_forward(x)
+        if y is not None:
+            return y
         if self._packed is not None and x.numel() <= FBGEMM_MAX_ROWS * self.in_features:
             # reduce_range=True: 7-bit activations, so fbgemm's int16 pair sums cannot saturate.
             # It takes any leading dimensions: an fp32 input goes in as it is. (The overload

@@ -1,6 +1,7 @@
 """The AVX2 decode kernels (``codeglm/csrc/cpu_gemv.cpp``): built where they can be, the
 fp32 products of ``F.linear`` and the int8-weight products to within 13-bit activation
-rounding, and used for single rows only."""
+rounding, used for single rows only, with the layer norm, GELU and residual they take
+on; and the decode attention against SDPA."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from _torch_fixtures import one_thread  # noqa: F401 (autouse)
 
 from codeglm.cpu_kernels import build, cpu_has_avx2, float_gemv, int8_gemv
+from codeglm.model import fast_gelu, step_linear
 from codeglm.onednn import OneDNNLinear, linear
 from codeglm.quantize import Int8Linear, fbgemm_available
 
@@ -109,3 +111,94 @@ def test_int8_linear_takes_the_kernel_for_one_row_and_fbgemm_for_more(kernels: A
         assert torch.equal(layer(two), torch.ops.quantized.linear_dynamic(two, layer._packed, True))
     dequant = Int8Linear.from_linear(torch.nn.Linear(64, 48), "dequant")
     assert dequant._gemv is None  # the GPU and prefill path never takes it
+
+
+def layer_norm_and_linear_inputs(in_features: int, out_features: int) -> tuple[torch.Tensor, torch.nn.LayerNorm, torch.Tensor]:
+    torch.manual_seed(in_features + out_features)
+    norm = torch.nn.LayerNorm(in_features)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    return torch.randn(1, 1, in_features) * 3 + 1, norm, torch.randn(1, 1, out_features)
+
+
+@pytest.mark.parametrize(("out_features", "in_features"), [(5, 7), (96, 64), (3072, 768)])
+def test_float_products_take_layer_norm_gelu_and_residual(kernels: Any, out_features: int, in_features: int) -> None:
+    x, norm, residual = layer_norm_and_linear_inputs(in_features, out_features)
+    weight, bias = torch.randn(out_features, in_features) / in_features**0.5, torch.randn(out_features)
+    with torch.no_grad():
+        normed = norm(x)
+        cases = {
+            "norm, gelu": (kernels.float_linear(x, weight, bias, norm.weight, norm.bias, norm.eps, None, True), fast_gelu(F.linear(normed, weight, bias))),
+            "residual": (kernels.float_linear(x, weight, bias, residual=residual), residual + F.linear(x, weight, bias)),
+            "norm, gelu, residual": (
+                kernels.float_linear(x, weight, None, norm.weight, norm.bias, norm.eps, residual, True),
+                residual + fast_gelu(F.linear(normed, weight)),
+            ),
+        }
+    for name, (got, expected) in cases.items():
+        assert got.shape == expected.shape
+        assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max())), name
+
+
+def test_int8_products_take_layer_norm_gelu_and_residual(kernels: Any) -> None:
+    x, norm, residual = layer_norm_and_linear_inputs(256, 384)
+    layer = Int8Linear.from_linear(torch.nn.Linear(256, 384), "fbgemm")
+    with torch.no_grad():
+        expected = residual + fast_gelu((norm(x) @ layer.weight_int8.float().t()) * layer.scales + layer.bias)
+        got = kernels.int8_linear(x, layer.weight_int8, layer.scales, layer.bias, norm.weight, norm.bias, norm.eps, residual, True)
+        assert float((got - expected).abs().max()) <= RELATIVE_ERROR * float(expected.abs().max())
+        assert torch.equal(layer.fused_forward(x, norm, residual, True), got)
+        assert layer.fused_forward(torch.randn(1, 2, 256), norm) is None  # two rows: fbgemm's, through forward
+        assert torch.equal(step_linear(layer, x, norm, residual, gelu=True), got)
+
+
+def test_gelu_holds_at_extreme_inputs(kernels: Any) -> None:
+    x = torch.linspace(-200, 200, 40001).view(-1, 1)  # one feature: y = x exactly, then GELU
+    got = kernels.float_linear(x, torch.ones(1, 1), None, gelu=True).view(-1)
+    assert bool(torch.isfinite(got).all())
+    assert torch.allclose(got, fast_gelu(x.view(-1)), rtol=1e-6, atol=1e-6)
+
+
+def test_step_linear_takes_the_kernel_where_the_layer_has_it(kernels: Any) -> None:
+    x, norm, residual = layer_norm_and_linear_inputs(64, 48)
+    onednn_layer, plain = OneDNNLinear(64, 48), torch.nn.Linear(64, 48)
+    plain.load_state_dict(onednn_layer.state_dict())
+    with torch.inference_mode():
+        fused = step_linear(onednn_layer, x, norm, residual, gelu=True)
+        assert torch.equal(fused, kernels.float_linear(x, onednn_layer.weight, onednn_layer.bias, norm.weight, norm.bias, norm.eps, residual, True))
+        by_torch = step_linear(plain, x, norm, residual, gelu=True)  # no kernel for a plain layer: torch's operations
+        assert torch.allclose(fused, by_torch, rtol=1e-5, atol=1e-5 * float(by_torch.abs().max()))
+    assert onednn_layer.fused_forward(x) is None  # under autograd: torch's path
+
+
+@pytest.mark.parametrize(
+    ("batch", "heads", "head_dim", "capacity", "position"),
+    [(1, 12, 64, 256, 128), (3, 4, 32, 64, 0), (2, 3, 13, 40, 39), (1, 2, 8, 1100, 1023)],
+)
+def test_decode_attention_writes_the_cache_and_equals_sdpa(
+    kernels: Any, batch: int, heads: int, head_dim: int, capacity: int, position: int
+) -> None:
+    torch.manual_seed(position)
+    h = heads * head_dim
+    projected = torch.randn(batch, 1, 3 * h) * 2  # q, k, v as slices of one projection, as decode steps pass them
+    q, k, v = projected.chunk(3, dim=-1)
+    key_cache, value_cache = torch.randn(batch, heads, capacity, head_dim), torch.randn(batch, heads, capacity, head_dim)
+    expected_keys, expected_values = key_cache.clone(), value_cache.clone()
+    expected_keys[:, :, position] = k.view(batch, heads, head_dim)
+    expected_values[:, :, position] = v.view(batch, heads, head_dim)
+    expected = F.scaled_dot_product_attention(
+        q.view(batch, 1, heads, head_dim).transpose(1, 2), expected_keys[:, :, : position + 1], expected_values[:, :, : position + 1]
+    ).transpose(1, 2).reshape(batch, 1, h)
+    got = kernels.decode_attention(q, k, v, key_cache, value_cache, position)
+    assert torch.equal(key_cache, expected_keys) and torch.equal(value_cache, expected_values)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_decode_attention_refuses_a_position_outside_the_cache(kernels: Any) -> None:
+    q = torch.randn(1, 1, 16)
+    cache = torch.zeros(1, 2, 4, 8)
+    with pytest.raises(RuntimeError, match="outside the cache"):
+        kernels.decode_attention(q, q, q, cache, cache.clone(), 4)
+    with pytest.raises(RuntimeError, match=r"\(B, 1, nh \* hs\)"):
+        kernels.decode_attention(torch.randn(1, 1, 15), q, q, cache, cache.clone(), 0)

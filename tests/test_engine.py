@@ -16,6 +16,7 @@ import torch
 from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: autouse)
 
 from codeglm.backends.base import CancelToken, SamplingParams
+from codeglm.cpu_kernels import build
 from codeglm.engine import (
     Engine,
     PromptRequest,
@@ -26,6 +27,7 @@ from codeglm.engine import (
     split_into_jobs,
     use_decode_layout,
 )
+from codeglm.kv_cache import CacheShape, StaticKVCache
 from codeglm.model import CodeGeeXForCausalLM, fuse_attention_projections
 from codeglm.onednn import onednn_available, use_onednn_linears
 from codeglm.tokenizer import CodeGeeXTokenizer, load_tokenizer
@@ -121,6 +123,10 @@ def test_decode_layout_gives_the_same_logits(model: CodeGeeXForCausalLM, tokeniz
         assert use_onednn_linears(laid_out, min_weight_bytes=0) > 0  # tiny layers too, to run that kernel
         fuse_attention_projections(laid_out)  # again, over the swapped layers
     assert all(block.attention.fused is not None for block in (*laid_out.transformer.layers, laid_out.transformer.top_query_layer))
+    # Where the AVX2 kernels are built, steps without padding run the decode attention
+    # and the products with their layer norm, GELU and residual inside.
+    kernels_built = build() is not None
+    assert all((block.attention.decode_kernel is not None) == kernels_built for block in (*laid_out.transformer.layers, laid_out.transformer.top_query_layer))
     reference, engine = cold_engine(model, tokenizer), cold_engine(laid_out, tokenizer)
     single = {p: step_logits(reference, lambda p=p: reference.generate([p], greedy(12))) for p in (PROMPT, OTHER_PROMPT)}
     batched = step_logits(engine, lambda: engine.generate([PROMPT, OTHER_PROMPT], greedy(12), n=2))
@@ -128,6 +134,27 @@ def test_decode_layout_gives_the_same_logits(model: CodeGeeXForCausalLM, tokeniz
     for step, logits in enumerate(batched):
         for row, prompt in enumerate((PROMPT, PROMPT, OTHER_PROMPT, OTHER_PROMPT)):
             assert_same_logits(logits[row], single[prompt][step][0])
+    for prompt in (PROMPT, OTHER_PROMPT):
+        alone = step_logits(engine, lambda prompt=prompt: engine.generate([prompt], greedy(12)))
+        samples = step_logits(engine, lambda prompt=prompt: engine.generate([prompt], greedy(12), n=3))
+        assert len(alone) == len(samples) == 12
+        for step in range(12):
+            assert_same_logits(alone[step][0], single[prompt][step][0])
+            for row in range(3):
+                assert_same_logits(samples[step][row], single[prompt][step][0])
+
+
+def test_laid_out_greedy_equals_transformers_generate(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer) -> None:
+    """What ``load_model`` gives users (the decode layout, and the AVX2 kernels where
+    they are built) against transformers' own loop over the plain model."""
+    laid_out = copy.deepcopy(model)
+    use_decode_layout(laid_out)
+    engine = cold_engine(laid_out, tokenizer)
+    for prompt in (PROMPT, OTHER_PROMPT):
+        ids = tokenizer.encode(prompt)
+        expected = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, eos_token_id=None)
+        [[completion]] = engine.generate([prompt], greedy(24))
+        assert completion.text == tokenizer.decode(expected[0, len(ids):].tolist())
 
 
 @torch.no_grad()
@@ -446,3 +473,13 @@ def test_drop_policy_and_batch_planning() -> None:
     # 90 + 50 > 100: the long prompt may not pad the first; the third does not fit the rows left.
     assert [[j.prompt_index for j in b] for b in plan_batches(jobs, 4, 100)] == [[0], [1], [2]]
     assert [[j.prompt_index for j in b] for b in plan_batches(jobs, 8, 100)] == [[0, 2], [1]]
+
+
+def test_cache_position_for_a_kernel_advances_after_the_last_layer() -> None:
+    cache = StaticKVCache.allocate(CacheShape(layers=2, heads=2, head_dim=4, dtype=torch.float32, device=torch.device("cpu")), batch=1, capacity=2)
+    for position in (0, 1):
+        keys, values, at = cache.next_position(0)
+        assert at == position and cache.length == position and keys is cache.keys[0] and values is cache.values[0]
+        assert cache.next_position(1)[2] == position and cache.length == position + 1
+    with pytest.raises(ValueError, match="cannot hold 3"):
+        cache.next_position(0)
