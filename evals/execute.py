@@ -16,9 +16,11 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -241,14 +243,17 @@ def run_jobs(
     context = multiprocessing.get_context("fork")
     pending: dict[Future[tuple[str, str]], Job] = {}
     queue: Iterator[Job] = iter(jobs)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(isolation, base_dir)) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(isolation, base_dir))
+    with pool, _ctrl_c_flag() as interrupted:
         try:
             for job in queue:  # keep a bounded number in flight: results stream out as they finish
                 pending[pool.submit(_work, job.task, job.generation, timeout)] = job
                 if len(pending) >= workers * 4:
                     break
             while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                done, _ = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
                 for future in done:
                     job = pending.pop(future)
                     status, reason = future.result()
@@ -260,6 +265,23 @@ def run_jobs(
             for future in pending:
                 future.cancel()
             raise
+
+
+@contextmanager
+def _ctrl_c_flag() -> Iterator[threading.Event]:
+    """An event Ctrl-C sets, on the main thread. Python raises KeyboardInterrupt wherever
+    the main thread happens to be, and one that lands in a finalizer or a weakref
+    callback (the process pool runs some) is printed and dropped, and the run goes on to
+    the end. A handler that only sets a flag cannot be dropped; the loop polls it."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag  # signals reach the main thread only; its own handler stays
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # ---- results files --------------------------------------------------------------------------
