@@ -26,17 +26,22 @@ The rules, in the order they apply:
   inserted region that the document without it did not have); a completion cut short
   inside a block or a call is checked with what it left open closed. A single-line
   completion is kept whole or dropped.
+* **No loops** (``loop_cuts``): a multi-line generation that starts repeating itself -
+  the same line LOOP_LINE_TIMES times in a row, or the same block of up to
+  LOOP_BLOCK_LINES lines LOOP_BLOCK_TIMES times - keeps the first copy only. Small models
+  do this when unsure; the copies parse, so the rule above keeps them.
 * **Never only whitespace**: such results become None.
 
 ``make_finished_callback`` applies ``find_stop`` while tokens arrive so generation
 stops as soon as the block is complete, and ends a multi-line generation after
-JUNK_LINES finished lines in a row that add syntax errors; ``truncate_generation`` is
+JUNK_LINES finished lines in a row that add syntax errors, or once it loops; ``truncate_generation`` is
 the same idea for HumanEval-style whole-function generation.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import tree_sitter
@@ -55,6 +60,12 @@ CONTINUATION_KEYWORDS = (b"else", b"elif", b"except", b"finally", b"case")
 WINDOW_LINES = 200
 # Finished lines in a row that add a syntax error before generation is given up as junk.
 JUNK_LINES = 3
+# A loop: one line this many times in a row (identical, indentation included), or a block
+# of 2 to LOOP_BLOCK_LINES lines LOOP_BLOCK_TIMES times. Code rarely does either; three
+# equal lines in a row (``x.pop()``) can be meant, four hardly.
+LOOP_LINE_TIMES = 4
+LOOP_BLOCK_LINES = 4
+LOOP_BLOCK_TIMES = 3
 
 
 @dataclass(frozen=True)
@@ -444,6 +455,45 @@ def _item_stop(site: CompletionSite, item: tree_sitter.Node, text_bytes: bytes) 
     return None
 
 
+def loop_cuts(text: str, complete: bool = True) -> Iterator[int]:
+    """For each loop in ``text`` (see LOOP_LINE_TIMES), in order of where it starts, the
+    end of its first copy. ``complete=False``: the last line may still grow, so it is
+    not compared."""
+    lines = text.split("\n")
+    if not complete:
+        lines = lines[:-1]
+    ends = []  # ends[i]: index in text just after line i (before its newline)
+    position = 0
+    for line in lines:
+        position += len(line)
+        ends.append(position)
+        position += 1
+    for start in range(len(lines)):
+        for size in range(1, LOOP_BLOCK_LINES + 1):
+            times = LOOP_LINE_TIMES if size == 1 else LOOP_BLOCK_TIMES
+            if start + size * times > len(lines):
+                break
+            block = lines[start : start + size]
+            if not "".join(block).strip():
+                continue  # blank lines may repeat
+            if all(lines[start + copy * size : start + (copy + 1) * size] == block for copy in range(1, times)):
+                yield ends[start + size - 1]
+                break
+
+
+def _loop_stop(site: CompletionSite, generation: str, complete: bool = True) -> int | None:
+    """Where a looping generation should end: the first of its ``loop_cuts`` (its first
+    line read with the cursor line's text before it, the indentation later copies
+    repeat) that no bracket the generation opened spans. Inside brackets, equal lines
+    are data (``[\n    0,\n    0,\n ...]``), not a loop."""
+    lead = site.line_prefix
+    for cut in loop_cuts(lead + generation, complete):
+        stop = max(cut - len(lead), 0)
+        if _settled(site.language, generation[:stop]):
+            return stop
+    return None
+
+
 def make_finished_callback(site: CompletionSite) -> FinishedCallback:
     """A callback for the engine: the length to keep once the completion is complete,
     or once a multi-line generation has gone on writing lines that are not code."""
@@ -459,6 +509,8 @@ def make_finished_callback(site: CompletionSite) -> FinishedCallback:
             stop = find_stop(site, text)
         if stop is None and site.multiline and "\n" in fresh:
             stop = junk.line_ended(text)
+            if stop is None:
+                stop = _loop_stop(site, text, complete=False)
         return stop
 
     return finished
@@ -710,6 +762,9 @@ def postprocess(site: CompletionSite, generation: str, truncated: bool = False) 
         text = text[:stop]
     replace = 0
     if site.multiline:
+        loop = _loop_stop(site, text)
+        if loop is not None:
+            text, stop = text[:loop], loop
         text, replace = _finish_block(site, text, cut_short=truncated and stop is None)
     else:
         lead = ""

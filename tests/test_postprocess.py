@@ -14,6 +14,7 @@ from codeglm.languages import get_language
 from codeglm.postprocess import (
     completion_site,
     find_stop,
+    loop_cuts,
     make_finished_callback,
     postprocess,
 )
@@ -159,6 +160,12 @@ CASES = [
     # --- repeating what follows the cursor -------------------------------------------------
     ("py-repeats-suffix", "python", "def f(a):\n    b = a * 2\n    █\n    return b\n",
      "b += 1\n    return b\n", "b += 1", True),
+    # --- a generation caught in a loop keeps one copy; three equal lines may be meant ---------
+    ("py-loop-line", "python", "def f(xs):\n    █\n", "print(xs)\n" + "    print(xs)\n" * 5, "print(xs)", True),
+    ("java-loop-block", "java", "class A {\n    void f() {\n        █\n    }\n}\n",
+     "a();\n        b();\n" + "        a();\n        b();\n" * 3, "a();\n        b();", True),
+    ("py-three-equal-lines", "python", "def f(xs):\n    █\n",
+     "xs.pop()\n    xs.pop()\n    xs.pop()\n    return xs\n\n\nprint(1)\n", "xs.pop()\n    xs.pop()\n    xs.pop()\n    return xs", True),
 ]
 
 
@@ -256,3 +263,25 @@ def test_forced_mode() -> None:
     site = completion_site(get_language("python"), prefix, suffix, multiline=False)
     result = postprocess(site, "y = x + 1\n    return y\n")
     assert not site.multiline and result is not None and result.text == "y = x + 1"
+
+
+def test_loop_cuts_find_the_first_copy_of_a_repeated_line_or_block() -> None:
+    def first(text: str, complete: bool = True) -> int | None:
+        return next(iter(loop_cuts(text, complete)), None)
+
+    assert first("x = 1\n" * 4 + "y") == len("x = 1")
+    assert first("x = 1\n" * 3 + "y") is None  # three in a row may be meant
+    assert first("a\nb\nc\n" * 3) == len("a\nb\nc")
+    assert first("\n" * 12 + "a") is None  # blank lines may repeat
+    assert first("z\n" + "x = 1\n" * 3 + "x = 1", complete=False) is None  # the last line may still grow
+    assert first("z\n" + "x = 1\n" * 4, complete=False) == len("z\nx = 1")
+
+
+def test_equal_lines_inside_brackets_are_data_not_a_loop() -> None:
+    prefix, suffix = split("def f():\n    █\n")
+    site = completion_site(get_language("python"), prefix, suffix)
+    data = "xs = [\n" + "        0,\n" * 6 + "    ]\n    return xs\n"
+    result = postprocess(site, data)
+    assert result is not None and result.text == data.rstrip()
+    result = postprocess(site, data + "    return xs\n" * 5)  # then a real loop
+    assert result is not None and result.text == data.rstrip()
