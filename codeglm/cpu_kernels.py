@@ -4,14 +4,14 @@ them, and one-query attention against the KV cache.
 
 A decode step of a CodeGeeX model makes four products a block. oneDNN's fp32 kernel
 costs ~30 us a call before any arithmetic and fbgemm's int8 one ~20; these cost a few
-microseconds and read the weight rows as one stream per thread. ``float_linear`` sums
+microseconds and read the weight rows as long streams per thread. ``float_linear`` sums
 in fp32 like any BLAS (another order of the same sums); ``int8_linear`` rounds each
 activation row to 13-bit integers (relative error ~1e-4) where fbgemm uses 7 bits.
 They are compiled once per machine with torch's extension builder (a C++ compiler and
 ninja; ~30 s) into torch's extension cache, ``$TORCH_EXTENSIONS_DIR`` or
 ``~/.cache/torch_extensions``. Where they cannot be built or run (no AVX2, no compiler,
-``CODEGLM_CPU_KERNELS=off``) ``int8_gemv()`` and ``float_gemv()`` are None and oneDNN and
-fbgemm do the work.
+``CODEGLM_CPU_KERNELS=off``) ``int8_gemv()``, ``float_gemv()`` and ``decode_attention()``
+are None and oneDNN, fbgemm and SDPA do the work.
 """
 
 from __future__ import annotations
