@@ -56,6 +56,12 @@ def float_gemv() -> FloatGemv | None:
     return None if module is None else module.float_linear
 
 
+def decode_attention() -> DecodeAttention | None:
+    """``decode_attention`` of the built kernels, or None."""
+    module = build()
+    return None if module is None else module.decode_attention
+
+
 def kernel_extras(
     norm: torch.nn.LayerNorm | None, residual: torch.Tensor | None, gelu: bool
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, float, torch.Tensor | None, bool] | None:
@@ -69,12 +75,6 @@ def kernel_extras(
     if norm.weight is None or norm.bias is None or len(norm.normalized_shape) != 1:
         return None
     return norm.weight, norm.bias, norm.eps, residual, gelu
-
-
-def decode_attention() -> DecodeAttention | None:
-    """``decode_attention`` of the built kernels, or None."""
-    module = build()
-    return None if module is None else module.decode_attention
 
 
 @functools.cache
@@ -99,8 +99,8 @@ def build() -> Any | None:
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )
-    except Exception as error:  # a missing compiler or ninja, a failed build: oneDNN and fbgemm stay
-        log.warning("the AVX2 decode kernels could not be built, using oneDNN and fbgemm: %s", error)
+    except Exception as error:  # a missing compiler or ninja, a failed build: oneDNN, fbgemm and SDPA stay
+        log.warning("the AVX2 decode kernels could not be built, using oneDNN, fbgemm and SDPA: %s", error)
         return None
 
 

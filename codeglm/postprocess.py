@@ -34,8 +34,8 @@ The rules, in the order they apply:
 
 ``make_finished_callback`` applies ``find_stop`` while tokens arrive so generation
 stops as soon as the block is complete, and ends a multi-line generation after
-JUNK_LINES finished lines in a row that add syntax errors, or once it loops; ``truncate_generation`` is
-the same idea for HumanEval-style whole-function generation.
+JUNK_LINES finished lines in a row that add syntax errors, or once it loops;
+``truncate_generation`` is the same idea for HumanEval-style whole-function generation.
 """
 
 from __future__ import annotations

@@ -171,7 +171,8 @@ struct Extras {
   bool gelu;
 };
 
-// The rows the product reads: x's, or their layer norm (fp32 sums like torch's).
+// The rows the product reads: x's, or their layer norm (mean and variance summed in
+// double: torch's fp32 within rounding).
 torch::Tensor normalized(const torch::Tensor& rows, const Extras& extras) {
   if (!extras.norm_weight.has_value()) return rows;
   const int64_t M = rows.size(0), K = rows.size(1);
