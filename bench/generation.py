@@ -13,6 +13,11 @@ transformers baseline, transformers' own ``GPT2LMHeadModel`` of the same width, 
 - the prefix cache: time to first token for a 1,500-token prompt cold, and after one
   more typed character.
 
+Before anything is timed, each timed path's greedy output is checked against its model's
+reference path (a manual greedy loop over the model's own forward pass): a path that
+gives other tokens is printed as an ERROR and its figures, and every ratio built on
+them, are left out (the script exits 1). A fast wrong path is never a figure.
+
 Every timing is the best of ``--repeats`` runs (the machine may be shared). The runs
 that ratios compare are interleaved - each round times the engine, GPT-2, the int8
 engine and the memory bandwidth once, in turn - so both sides of a ratio see the
@@ -41,7 +46,7 @@ import torch
 from codeglm.backends.base import SamplingParams
 from codeglm.config import CodeGeeXConfig
 from codeglm.engine import Engine
-from codeglm.model import CodeGeeXForCausalLM
+from codeglm.model import CodeGeeXForCausalLM, output_cache
 from codeglm.paths import humaneval_dir
 from codeglm.quantize import linear_bytes, measure_int8_effect, quantize_int8
 from codeglm.tokenizer import CodeGeeXTokenizer, load_tokenizer
@@ -79,6 +84,52 @@ class NoEndOfText:
     def __init__(self, tokenizer: CodeGeeXTokenizer) -> None:
         self.encode = tokenizer.encode
         self.decode = tokenizer.decode
+
+
+@torch.inference_mode()
+def reference_greedy(model: torch.nn.Module, prompt: list[int], new_tokens: int, cached: bool) -> list[int]:
+    """The reference path: greedy tokens from a manual loop over ``model``'s forward pass,
+    one token a step through the model's own KV cache (``cached``, CodeGeeX models: the
+    same one-row products as the engine's steps, which matters for int8) or recomputing
+    the whole sequence each step (transformers' GPT-2, whose cache argument we leave alone)."""
+    ids = torch.tensor([prompt])
+    out = model(ids, use_cache=cached)
+    tokens: list[int] = []
+    while True:
+        tokens.append(int(out.logits[0, -1].argmax()))
+        if len(tokens) == new_tokens:
+            return tokens
+        step = torch.tensor([[tokens[-1]]])
+        if cached:
+            out = model(step, cache=output_cache(out), use_cache=True)
+        else:
+            ids = torch.cat([ids, step], dim=1)
+            out = model(ids, use_cache=False)
+
+
+def engine_greedy_texts(engine: Engine, prompt: list[int], new_tokens: int, n: int) -> list[str]:
+    engine.prefix_cache.clear()
+    [completions] = engine.generate_tokens([prompt], SamplingParams(max_new_tokens=new_tokens), n=n)
+    return [c.text for c in completions]
+
+
+@torch.inference_mode()
+def hf_greedy_texts(model: torch.nn.Module, tokenizer: CodeGeeXTokenizer, prompt: list[int], new_tokens: int,
+                    n: int) -> list[str]:
+    ids = torch.tensor([prompt]).expand(n, -1).contiguous()
+    out = model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=50256)
+    return [tokenizer.decode(row[len(prompt):].tolist()) for row in out]
+
+
+def check_greedy(name: str, texts: list[str], reference: str) -> bool:
+    """Whether every row of a timed path's greedy output equals the reference's text."""
+    wrong = [i for i, text in enumerate(texts) if text != reference]
+    if wrong:
+        print(f"ERROR: {name}: greedy output of row(s) {wrong} differs from the reference path's; "
+              f"its figures are not reported\n  reference: {reference!r}\n  got:       {texts[wrong[0]]!r}")
+    else:
+        print(f"check {name}: greedy output equals the reference path's ({len(texts)} row(s))")
+    return not wrong
 
 
 def best_of(repeats: int, run: Callable[[], float]) -> float:
@@ -214,13 +265,27 @@ def prefix_cache_ttft(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer, 
         return time_to_first_token(engine, typed, 1)
 
     warm = best_of(repeats, warm_run)
+    # The prefix-cached path gives the first token a full pass over the typed text gives.
+    typed_ids = tokenizer.encode(typed)
+    [[first]] = engine.generate_tokens([typed_ids], SamplingParams(max_new_tokens=1))
+    expected = tokenizer.decode(reference_greedy(model, typed_ids, 1, cached=False))
+    if engine.last_stats.reused_prefix_tokens == 0:
+        raise SystemExit("ERROR: prefix cache: the check run reused no prefix, so it checked nothing")
+    correct = check_greedy("prefix-cached first token", [first.text], expected)
     return {
+        "correct": correct,
         "prompt_tokens": len(tokenizer.encode(typed)),
         "reused_tokens": engine.last_stats.reused_prefix_tokens,
         "cold_ttft_s": round(cold, 4),
         "warm_ttft_s": round(warm, 4),
         "ratio": round(cold / warm, 2),
     }
+
+
+def transformers_version() -> str:
+    from importlib.metadata import version
+
+    return version("transformers")
 
 
 def main() -> None:
@@ -249,14 +314,36 @@ def main() -> None:
     print(f"CodeGeeX-shaped model: {parameters / 1e6:.1f}M parameters, h={shape.hidden}, "
           f"{shape.layers}+1 blocks, vocab {shape.vocab}, context {shape.context}; {args.threads} threads")
 
-    # transformers' generate() on this project's adapter, before the engine re-lays out the weights.
-    hf_run(model, prompt, 2, 1, False)  # warm-up
-    adapter_b1 = hf_speed(prompt, new_tokens, 1, [hf_run(model, prompt, new_tokens, 1, False) for _ in range(repeats)])
-    print(f"adapter generate() b1: {adapter_b1}")
+    # The reference paths' greedy tokens, from the plain models, before any engine re-lays out weights.
     quantized = quantize_int8(copy.deepcopy(model))
+    gpt2 = gpt2_model(shape)
+    texts = {
+        "codegeex": tokenizer.decode(reference_greedy(model, prompt, new_tokens, cached=True)),
+        "int8": tokenizer.decode(reference_greedy(quantized, prompt, new_tokens, cached=True)),
+        "gpt2": tokenizer.decode(reference_greedy(gpt2, prompt, new_tokens, cached=False)),
+    }
+
+    # transformers' generate() on this project's adapter, before the engine re-lays out the weights.
+    adapter_ok = check_greedy("adapter generate() b1", hf_greedy_texts(model, tokenizer, prompt, new_tokens, 1),
+                              texts["codegeex"])
+    adapter_b1 = None
+    if adapter_ok:
+        hf_run(model, prompt, 2, 1, False)  # warm-up
+        adapter_b1 = hf_speed(prompt, new_tokens, 1, [hf_run(model, prompt, new_tokens, 1, False) for _ in range(repeats)])
+        print(f"adapter generate() b1: {adapter_b1}")
     engine = Engine(model, NoEndOfText(tokenizer), prefix_cache_size=0, decode_layout=True)
     int8_engine = Engine(quantized, NoEndOfText(tokenizer), prefix_cache_size=0, decode_layout=True)
-    gpt2 = gpt2_model(shape)
+    correct = {
+        "engine b1": check_greedy("engine b1", engine_greedy_texts(engine, prompt, new_tokens, 1), texts["codegeex"]),
+        "gpt2 generate() b1": check_greedy(
+            "gpt2 generate() b1", hf_greedy_texts(gpt2, tokenizer, prompt, new_tokens, 1), texts["gpt2"]),
+        "int8 engine b1": check_greedy(
+            "int8 engine b1", engine_greedy_texts(int8_engine, prompt, new_tokens, 1), texts["int8"]),
+        # The n = 8 runs sample; their greedy check runs the same 8-row decode path.
+        "engine n8": check_greedy("engine n8", engine_greedy_texts(engine, prompt, new_tokens, 8), texts["codegeex"]),
+        "gpt2 generate() n8": check_greedy(
+            "gpt2 generate() n8", hf_greedy_texts(gpt2, tokenizer, prompt, new_tokens, 8), texts["gpt2"]),
+    }
     contenders: dict[str, Callable[[], tuple[float, float]]] = {
         "engine b1": partial(engine_run, engine, prompt, new_tokens, 1, greedy),
         "gpt2 generate() b1": partial(hf_run, gpt2, prompt, new_tokens, 1, False),
@@ -264,6 +351,7 @@ def main() -> None:
         "engine n8": partial(engine_run, engine, prompt, new_tokens, 8, sampled),
         "gpt2 generate() n8": partial(hf_run, gpt2, prompt, new_tokens, 8, True),
     }
+    contenders = {name: run for name, run in contenders.items() if correct[name]}
     for run in contenders.values():  # warm-up: first calls pay for allocations and kernel choices
         run()
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
@@ -275,14 +363,16 @@ def main() -> None:
     del contenders, gpt2
     bandwidth = max(bandwidths)
     print(f"memory read bandwidth: {bandwidth / 1e9:.2f} GB/s (best of {5 * repeats} reads, 5 in each round)")
-    engine_b1 = engine_speed(prompt, 1, runs["engine b1"])
-    engine_n8 = engine_speed(prompt, 8, runs["engine n8"])
-    int8_b1 = engine_speed(prompt, 1, runs["int8 engine b1"])
-    gpt2_b1 = hf_speed(prompt, new_tokens, 1, runs["gpt2 generate() b1"])
-    gpt2_n8 = hf_speed(prompt, new_tokens, 8, runs["gpt2 generate() n8"])
-    for name, speed in (("engine b1", engine_b1), ("engine n8", engine_n8), ("gpt2 generate() b1", gpt2_b1),
-                        ("gpt2 generate() n8", gpt2_n8), ("int8 engine b1", int8_b1)):
-        print(f"{name}: {speed}")
+    speeds: dict[str, Speed] = {}
+    for name, measured in runs.items():
+        n = 8 if name.endswith("n8") else 1
+        speeds[name] = engine_speed(prompt, n, measured) if "engine" in name else hf_speed(prompt, new_tokens, n, measured)
+        print(f"{name}: {speeds[name]}")
+    engine_b1 = speeds.get("engine b1")
+    engine_n8 = speeds.get("engine n8")
+    int8_b1 = speeds.get("int8 engine b1")
+    gpt2_b1 = speeds.get("gpt2 generate() b1")
+    gpt2_n8 = speeds.get("gpt2 generate() n8")
 
     # The bandwidth bound at batch 1: every linear weight, the embedding row and
     # position rows, the layer norms, and the KV cache at the mean decode length.
@@ -290,8 +380,9 @@ def main() -> None:
     kv_bytes = engine.cache_shape.bytes_per_token * mean_length
     step_bytes = linear_bytes(model) + kv_bytes
     bound = bandwidth / step_bytes
-    fraction = engine_b1.decode_tokens_per_s / bound
-    print(f"bytes per decode step {step_bytes / 1e6:.1f} MB -> bound {bound:.1f} tok/s; engine reaches {fraction:.1%}")
+    fraction = engine_b1.decode_tokens_per_s / bound if engine_b1 else None
+    print(f"bytes per decode step {step_bytes / 1e6:.1f} MB -> bound {bound:.1f} tok/s; "
+          f"engine reaches {'(not measured)' if fraction is None else f'{fraction:.1%}'}")
 
     effect = measure_int8_effect(model, quantized, humaneval_prompts(tokenizer, 128))
     print(f"int8 effect: {effect}")
@@ -300,36 +391,50 @@ def main() -> None:
     ttft = prefix_cache_ttft(model, tokenizer, args.ttft_prompt_tokens, repeats)
     print(f"prefix cache: {ttft}")
 
+    def as_dict(speed: Speed | None) -> dict[str, float] | None:
+        return None if speed is None else speed.as_dict()
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round(a / b, 3)
+
+    def decode(speed: Speed | None) -> float | None:
+        return None if speed is None else speed.decode_tokens_per_s
+
     result = {
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": args.threads,
-                    "torch": torch.__version__, "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)},
+                    "torch": torch.__version__, "transformers": transformers_version(),
+                    "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)},
         "model": {"parameters_m": round(parameters / 1e6, 1), "hidden": shape.hidden, "blocks": shape.layers + 1,
                   "vocab": shape.vocab, "context": shape.context},
         "prompt_tokens": args.prompt_tokens,
         "new_tokens": new_tokens,
+        "greedy_checks": {**correct, "adapter generate() b1": adapter_ok, "prefix cache": ttft["correct"]},
         "bandwidth_gb_s": round(bandwidth / 1e9, 2),
-        "engine_b1": engine_b1.as_dict(),
-        "engine_n8": engine_n8.as_dict(),
-        "gpt2_generate_b1": gpt2_b1.as_dict(),
-        "gpt2_generate_n8": gpt2_n8.as_dict(),
-        "adapter_generate_b1": adapter_b1.as_dict(),
-        "int8_engine_b1": int8_b1.as_dict(),
+        "engine_b1": as_dict(engine_b1),
+        "engine_n8": as_dict(engine_n8),
+        "gpt2_generate_b1": as_dict(gpt2_b1),
+        "gpt2_generate_n8": as_dict(gpt2_n8),
+        "adapter_generate_b1": as_dict(adapter_b1),
+        "int8_engine_b1": as_dict(int8_b1),
         "int8_max_logit_diff": round(effect.max_logit_diff, 4),
         "int8_max_abs_logit": round(effect.max_abs_logit, 4),
         "int8_greedy_agreement": round(effect.greedy_agreement, 4),
         "prefix_cache": ttft,
-        "decode_ratio_b1": round(engine_b1.decode_tokens_per_s / gpt2_b1.decode_tokens_per_s, 3),
-        "decode_ratio_n8": round(engine_n8.decode_tokens_per_s / gpt2_n8.decode_tokens_per_s, 3),
-        "prefill_ratio_b1": round(engine_b1.prefill_tokens_per_s / gpt2_b1.prefill_tokens_per_s, 3),
-        "bandwidth_fraction_b1": round(fraction, 3),
-        "int8_speedup": round(int8_b1.decode_tokens_per_s / engine_b1.decode_tokens_per_s, 3),
-        "prefix_cache_ttft_ratio": ttft["ratio"],
+        "decode_ratio_b1": ratio(decode(engine_b1), decode(gpt2_b1)),
+        "decode_ratio_n8": ratio(decode(engine_n8), decode(gpt2_n8)),
+        "prefill_ratio_b1": ratio(engine_b1 and engine_b1.prefill_tokens_per_s, gpt2_b1 and gpt2_b1.prefill_tokens_per_s),
+        "bandwidth_fraction_b1": None if fraction is None else round(fraction, 3),
+        "int8_speedup": ratio(decode(int8_b1), decode(engine_b1)),
+        "prefix_cache_ttft_ratio": ttft["ratio"] if ttft["correct"] else None,
         "seconds": round(time.perf_counter() - began, 1),
     }
     for key, target in TARGETS.items():
-        verdict = "met" if result[key] >= target else "MISSED"
-        print(f"target {key}: {result[key]} against >= {target}: {verdict}")
+        value = result[key]
+        verdict = "NOT MEASURED (a greedy check failed)" if value is None else "met" if value >= target else "MISSED"
+        print(f"target {key}: {value} against >= {target}: {verdict}")
     print(json.dumps(result))
+    if not all(result["greedy_checks"].values()):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@ harness, then the reference harness (codegeex==1.0) and codeglm on the same subs
 
     .venv/bin/python bench/harness.py [--workers 2] [--reference-tasks 20] [--languages ...]
 
+Every canonical solution must pass (docs/humaneval-x.md: 984 of 984 with the patch table):
+a language where one does not is printed as an ERROR, its time is left out of the totals,
+and the script exits 1, since a fast harness that scores wrongly is no figure.
 Prints programs/s per language and in total; the last line is one JSON object with
 ``seconds_total`` (codeglm, all programs) and ``ratio_vs_reference`` (reference seconds /
 codeglm seconds on the same subset, measured back to back in this run; > 1: codeglm is
@@ -100,17 +103,24 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="codeglm-bench-") as tmp:
         work = Path(tmp)
         total_seconds, total_programs = 0.0, 0
+        wrong: list[str] = []
         for lang in languages:
             tasks, _ = load_language(lang)
             seconds, passed = run_ours(tasks, args.workers, work, f"ours-{lang}")
+            if passed != len(tasks):
+                wrong.append(lang)
+                print(f"ERROR: {lang}: {passed} of {len(tasks)} canonical solutions passed; its time is not "
+                      "reported", flush=True)
+                continue
             per_language[lang] = {"programs": len(tasks), "passed": passed, "seconds": round(seconds, 2),
                                   "programs_per_second": round(len(tasks) / seconds, 2)}
             total_seconds += seconds
             total_programs += len(tasks)
             print(f"codeglm  {lang:<10} {len(tasks)} programs, {passed} passed, {seconds:7.1f} s, "
                   f"{len(tasks) / seconds:6.2f} programs/s", flush=True)
-        print(f"codeglm  total      {total_programs} programs, {total_seconds:7.1f} s, "
-              f"{total_programs / total_seconds:6.2f} programs/s", flush=True)
+        if total_seconds:
+            print(f"codeglm  total      {total_programs} programs, {total_seconds:7.1f} s, "
+                  f"{total_programs / total_seconds:6.2f} programs/s", flush=True)
 
         ours_subset = reference_subset = 0.0
         compared = [lang for lang in languages if lang in REFERENCE_LANGUAGES] if args.reference_tasks > 0 else []
@@ -118,15 +128,21 @@ def main() -> int:
             subset = load_language(lang)[0][: args.reference_tasks]
             ref_seconds, ref_passed = run_reference(lang, subset, args.workers, work)
             our_seconds, our_passed = run_ours(subset, args.workers, work, f"subset-{lang}")
+            if our_passed != len(subset):
+                wrong.append(f"{lang} (subset)")
+                print(f"ERROR: {lang}: {our_passed} of {len(subset)} canonical solutions passed in the comparison; "
+                      "left out of the ratio", flush=True)
+                continue
             reference_subset += ref_seconds
             ours_subset += our_seconds
             print(f"subset   {lang:<10} {len(subset)} programs: reference {ref_seconds:6.1f} s ({ref_passed} passed), "
                   f"codeglm {our_seconds:6.1f} s ({our_passed} passed)", flush=True)
     ratio = round(reference_subset / ours_subset, 3) if ours_subset else None
     summary = {
+        "errors": wrong,
         "seconds_total": round(total_seconds, 2),
         "programs": total_programs,
-        "programs_per_second": round(total_programs / total_seconds, 2),
+        "programs_per_second": round(total_programs / total_seconds, 2) if total_seconds else None,
         "workers": args.workers,
         "per_language": per_language,
         "reference_languages": compared,
@@ -136,7 +152,7 @@ def main() -> int:
         "ratio_vs_reference": ratio,
     }
     print(json.dumps(summary))
-    return 0
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":

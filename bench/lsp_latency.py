@@ -11,6 +11,12 @@ replay in a fresh document (the answer cache cannot help: every version is new; 
 engine's prefix cache and the process's warmed-up code paths can). The last line printed
 is one JSON object whose ``p50_ms``/``p95_ms`` are the warm numbers.
 
+Before anything is timed, the server's completions with the cursor at the end of each
+typed line (fresh documents) are checked against the reference path,
+``codeglm.complete.complete`` in this process with the same backend and settings, taking
+the same requests in the same order; if one differs (or all are empty, which proves
+nothing) it is printed as an ERROR, no latency is reported, and the script exits 1.
+
     python bench/lsp_latency.py [--backend SPEC] [--chars N]
 """
 
@@ -100,6 +106,68 @@ async def type_document(
     return PassResult(latencies, non_empty)
 
 
+async def request_completion(client: LanguageClient, uri: str, line: int, character: int) -> str:
+    result = await client.text_document_inline_completion_async(
+        types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=line, character=character),
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+        )
+    )
+    items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
+    if not items:
+        return ""
+    insert = items[0].insert_text
+    return insert if isinstance(insert, str) else insert.value
+
+
+def reference_completions(args: argparse.Namespace, checks: list[tuple[Path, str]]) -> list[str]:
+    """The reference path: the completion pipeline in this process, as ``codeglm complete`` runs
+    it, on one backend taking the requests in the server's order (so its prefix cache is in
+    the same state for each)."""
+    from codeglm.backends import load_backend
+    from codeglm.complete import CompletionRequest, complete
+
+    backend = load_backend(args.backend)
+    texts = []
+    for path, text in checks:
+        lines = text.split("\n")
+        request = CompletionRequest(text=text, line=len(lines) - 1, character=len(lines[-1]),
+                                    language_id=args.language, path=str(path), max_new_tokens=args.max_tokens)
+        result = complete(request, backend)
+        texts.append(result.text if result is not None else "")
+    return texts
+
+
+async def check_completions(client: LanguageClient, args: argparse.Namespace, checks: list[tuple[Path, str]]) -> bool:
+    """Whether the server completes each (path, text), cursor at the end, as the reference path does."""
+    served = []
+    for path, text in checks:
+        uri = path.as_uri()
+        client.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(uri=uri, language_id=args.language, version=1, text=text)
+            )
+        )
+        lines = text.split("\n")
+        served.append(await request_completion(client, uri, len(lines) - 1, len(lines[-1])))
+        client.text_document_did_close(
+            types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        )
+    expected = await asyncio.to_thread(reference_completions, args, checks)
+    for (path, _), want, got in zip(checks, expected, served, strict=True):
+        if want != got:
+            print(f"ERROR: the server's completion in {path.name} differs from the in-process pipeline's; "
+                  f"no latency is reported\n  reference: {want!r}\n  server:    {got!r}")
+            return False
+    if not any(served):
+        print("ERROR: every check completion was empty, so the check proved nothing; no latency is reported")
+        return False
+    print(f"check: the server's {len(served)} completions equal the in-process pipeline's "
+          f"({sum(map(bool, served))} non-empty)")
+    return True
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     client = LanguageClient("codeglm-bench", "1")
     ready = asyncio.Event()
@@ -143,6 +211,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         typed = typed[: args.chars]
     with tempfile.TemporaryDirectory() as directory:
         suffix = Path(args.session).suffix if args.session else ".py"
+        # Cursor at the end of each typed line (fresh documents), before anything is timed.
+        cuts = [i + 1 for i, char in enumerate(typed) if char == "\n"] or [len(typed)]
+        checks = [(Path(directory, f"check{i}{suffix}"), prefix + typed[:cut]) for i, cut in enumerate(cuts)]
+        if not await check_completions(client, args, checks):
+            await client.shutdown_async(None)
+            client.exit(None)
+            await client.stop()
+            raise SystemExit(1)
         cold = await type_document(client, Path(directory, f"cold{suffix}").as_uri(), args.language, prefix, typed)
         warm = await type_document(client, Path(directory, f"warm{suffix}").as_uri(), args.language, prefix, typed)
     await client.shutdown_async(None)

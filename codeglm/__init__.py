@@ -1,15 +1,11 @@
 """codeglm: a CodeGeeX-style code model, language server, translator and evaluator.
 
-Importing ``codeglm`` makes ``AutoConfig`` / ``AutoModelForCausalLM`` /
-``AutoTokenizer`` know the ``codegeex`` model type. The registration waits until
-``transformers`` itself is imported (an import hook), so light parts of the package
-(languages, post-processing, the harness) do not pay for importing torch.
+Importing ``codeglm`` alone imports nothing heavy, so light parts of the package (languages,
+post-processing, the harness) do not pay for torch. ``import codeglm.model`` registers the
+``codegeex`` model type with ``AutoConfig`` and ``AutoModelForCausalLM`` (transformers' public
+``register`` API); every loader in codeglm imports it.
 """
 
 from __future__ import annotations
 
-from codeglm._register import register_with_transformers_when_imported
-
 __version__ = "0.1.0"
-
-register_with_transformers_when_imported()

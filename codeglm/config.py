@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
+from transformers import AutoConfig, PreTrainedConfig
 
 
 @strict
@@ -16,7 +16,7 @@ class CodeGeeXConfig(PreTrainedConfig):
     """
 
     model_type = "codegeex"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
 
     vocab_size: int = 52224
     hidden_size: int = 5120
@@ -52,9 +52,9 @@ class CodeGeeXConfig(PreTrainedConfig):
         return self.num_hidden_layers + 1
 
 
+# transformers' public registration API: ``AutoConfig`` knows ``codegeex`` once this module is
+# imported, and a saved config declares its class (``auto_map``) for ``trust_remote_code`` users.
+AutoConfig.register(CodeGeeXConfig.model_type, CodeGeeXConfig, exist_ok=True)
+CodeGeeXConfig.register_for_auto_class()
+
 __all__ = ["CodeGeeXConfig"]
-
-_MODULE_READY = True
-from codeglm._register import register_now  # noqa: E402
-
-register_now()

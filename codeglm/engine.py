@@ -454,7 +454,7 @@ class Engine:
 
     def _forward(self, input_ids: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
         """Logits of the last position, (B, V), of unpadded ``input_ids`` after the cache's."""
-        out = self.model(input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids, cache=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1]
 
     def _decode_step(

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.utils import ModelOutput
 
 from codeglm.config import CodeGeeXConfig
 from codeglm.cpu_kernels import DecodeAttention, decode_attention
@@ -430,7 +431,7 @@ class CodeGeeXPreTrainedModel(PreTrainedModel):
     config: CodeGeeXConfig
     base_model_prefix = "transformer"
     _no_split_modules = ["Block", "TopQueryLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
     supports_gradient_checkpointing = False
 
@@ -459,22 +460,22 @@ class CodeGeeXModel(CodeGeeXPreTrainedModel):
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         use_cache: bool | None = None,
-        **kwargs: object,
     ) -> BaseModelOutputWithPast:
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        if isinstance(past_key_values, DynamicCache):
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        if isinstance(cache, DynamicCache):
             # transformers sizes a DynamicCache by num_hidden_layers; the top query
             # layer needs one more entry.
-            while len(past_key_values.layers) < self.config.num_cache_layers:
-                past_key_values.layers.append(DynamicLayer())
-        cache = past_key_values if use_cache else None
+            while len(cache.layers) < self.config.num_cache_layers:
+                cache.layers.append(DynamicLayer())
+        if not use_cache:
+            cache = None
 
         B, T = input_ids.shape  # (B, T)
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past_length = cache.get_seq_length() if cache is not None else 0
         if past_length + T > self.config.max_position_embeddings:
             raise ValueError(
                 f"sequence of {past_length + T} tokens exceeds the model's context of "
@@ -495,7 +496,7 @@ class CodeGeeXModel(CodeGeeXPreTrainedModel):
         top_query = self.top_query_embeddings(position_ids).to(x.dtype)  # (B or 1, T, h)
         top_query = top_query.expand(B, -1, -1)
         x = self.top_query_layer(x, top_query, mask, is_causal, cache)
-        return BaseModelOutputWithPast(last_hidden_state=x, past_key_values=past_key_values if use_cache else None)
+        return BaseModelOutputWithPast(last_hidden_state=x, **{CACHE_FIELD: cache})
 
 
 class CodeGeeXForCausalLM(CodeGeeXPreTrainedModel, GenerationMixin):
@@ -520,18 +521,38 @@ class CodeGeeXForCausalLM(CodeGeeXPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         use_cache: bool | None = None,
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        **kwargs: object,
-    ) -> CausalLMOutputWithPast:
+        return_dict: bool | None = None,
+        past_key_values: Cache | None = None,
+        cache_position: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> CausalLMOutputWithPast | tuple:
+        """Logits of ``input_ids`` (B, T) after what ``cache`` holds.
+
+        Every argument that transformers' ``generate()`` passes in the releases this
+        project supports is named here, and there is no ``**kwargs``: an argument this
+        model does not know is a ``TypeError`` naming it, never silently dropped (a
+        dropped cache argument once made ``generate()`` run without context).
+        ``past_key_values`` is the cache's name before transformers 5.24; ``cache_position``
+        (passed by older releases) must agree with the cache's length.
+        """
+        cache = cache_argument(cache, past_key_values)
+        if inputs_embeds is not None:
+            raise ValueError("CodeGeeXForCausalLM takes input_ids, not inputs_embeds")
+        if output_attentions or output_hidden_states:
+            raise ValueError(
+                "CodeGeeXForCausalLM does not return attentions or hidden states "
+                "(output_attentions / output_hidden_states must be False)"
+            )
+        if cache_position is not None:
+            check_cache_position(cache_position, cache, input_ids.shape[1])
         out = self.transformer(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
+            input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache, use_cache=use_cache
         )
         hidden = out.last_hidden_state
         if isinstance(logits_to_keep, int):
@@ -546,8 +567,43 @@ class CodeGeeXForCausalLM(CodeGeeXPreTrainedModel, GenerationMixin):
                 labels[:, 1:].reshape(-1),
                 ignore_index=-100,
             )
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values)
+        output = CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: output_cache(out)})
+        return output if return_dict is None or return_dict else output.to_tuple()
 
+
+# transformers 5.24 renamed the KV cache argument and output field from ``past_key_values``
+# to ``cache`` (the old names still work there, with a deprecation warning). The model takes
+# either name and puts the cache in its outputs under the installed release's field name.
+CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def output_cache(output: ModelOutput) -> Cache | None:
+    """The KV cache of a model output, whichever transformers release made it."""
+    return getattr(output, CACHE_FIELD)
+
+
+def cache_argument(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    if past_key_values is None:
+        return cache
+    if cache is not None:
+        raise ValueError("pass the KV cache as `cache` or as `past_key_values`, not both")
+    return past_key_values
+
+
+def check_cache_position(cache_position: torch.Tensor, cache: Cache | None, num_new: int) -> None:
+    past_length = cache.get_seq_length() if cache is not None else 0
+    expected = torch.arange(past_length, past_length + num_new, device=cache_position.device)
+    if cache_position.shape != expected.shape or not bool((cache_position == expected).all()):
+        raise ValueError(
+            f"cache_position {cache_position.tolist()} does not follow the {past_length} cached positions: "
+            "this model takes positions from the cache (or from position_ids)"
+        )
+
+# transformers' public registration API: ``AutoModelForCausalLM`` loads a ``codegeex`` directory
+# once this module is imported; a saved model declares its classes (``auto_map``), so transformers
+# alone loads it with ``trust_remote_code=True`` (codeglm must be installed: the code imports it).
+AutoModelForCausalLM.register(CodeGeeXConfig, CodeGeeXForCausalLM, exist_ok=True)
+CodeGeeXForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
 __all__ = [
     "CodeGeeXForCausalLM",
@@ -558,9 +614,5 @@ __all__ = [
     "decode_step",
     "fast_gelu",
     "fuse_attention_projections",
+    "output_cache",
 ]
-
-_MODULE_READY = True
-from codeglm._register import register_now  # noqa: E402
-
-register_now()

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codeglm.cpu_kernels import Int8Gemv, int8_gemv, kernel_extras
+from codeglm.model import output_cache
 
 KERNELS = ("auto", "fbgemm", "dequant")
 # fbgemm quantizes all rows of an input with one activation scale, so a long prompt's
@@ -211,10 +212,10 @@ def generation_logits(model: nn.Module, prompt: Sequence[int], continuation: Seq
     device = next(model.parameters()).device
     out = model(torch.tensor([list(prompt)], device=device), use_cache=True, logits_to_keep=1)
     logits = [out.logits[0, -1]]
-    cache = out.past_key_values
+    cache = output_cache(out)
     for token in continuation:
-        out = model(torch.tensor([[token]], device=device), past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+        out = model(torch.tensor([[token]], device=device), cache=cache, use_cache=True)
+        cache = output_cache(out)
         logits.append(out.logits[0, -1])
     return torch.stack(logits).float()
 

@@ -9,12 +9,15 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
+# Every Python package at the exact version CI tested (constraints.txt, the lock: see
+# scripts/lock.sh), so a registry release cannot change what a fresh machine gets.
+LOCK=(-c constraints.txt)
 # torch first, pinned: this machine keeps a CPU wheel of 2.13.0 on disk, while a bare
 # "torch" requirement could pull a multi-GB CUDA build.
-.venv/bin/pip install -q torch==2.13.0
-.venv/bin/pip install -q -e ".[dev]"
+.venv/bin/pip install -q "${LOCK[@]}" torch==2.13.0
+.venv/bin/pip install -q "${LOCK[@]}" -e ".[dev]"
 # The reference implementation, for parity tests only (its own deps are not needed).
-.venv/bin/pip install -q --no-deps codegeex==1.0
+.venv/bin/pip install -q "${LOCK[@]}" --no-deps codegeex==1.0
 
 if [ -z "${SKIP_APT:-}" ] && [ -x scripts/install-toolchains.sh ]; then
   bash scripts/install-toolchains.sh

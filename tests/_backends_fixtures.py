@@ -15,7 +15,6 @@ import torch
 from tokenizers import AddedToken
 from transformers import GPT2Config, GPT2LMHeadModel
 
-import codeglm  # noqa: F401  (registers the model type)
 from codeglm.config import CodeGeeXConfig
 from codeglm.model import CodeGeeXForCausalLM
 from codeglm.paths import tokenizer_dir

@@ -3,14 +3,18 @@ dtypes, and the two ways positions are derived (from the cache or given)."""
 
 from __future__ import annotations
 
+import inspect
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-import codeglm  # noqa: F401  (registers the model type with the Auto classes)
 from codeglm.config import CodeGeeXConfig
-from codeglm.model import CodeGeeXForCausalLM
+from codeglm.model import CodeGeeXForCausalLM, output_cache
 
 
 def tiny_config(**overrides) -> CodeGeeXConfig:
@@ -69,9 +73,10 @@ def test_positions_from_cache_equal_explicit_positions(model: CodeGeeXForCausalL
     ids = torch.randint(0, 300, (1, 12))
     implicit = model(ids[:, :7], use_cache=True)
     explicit = model(ids[:, :7], position_ids=torch.arange(7).unsqueeze(0), use_cache=True)
-    a = model(ids[:, 7:], past_key_values=implicit.past_key_values, use_cache=True).logits
+    a = model(ids[:, 7:], cache=output_cache(implicit), use_cache=True).logits
+    # The cache's name before transformers 5.25 is still taken.
     b = model(ids[:, 7:], position_ids=torch.arange(7, 12).unsqueeze(0),
-              past_key_values=explicit.past_key_values, use_cache=True).logits
+              past_key_values=output_cache(explicit), use_cache=True).logits
     full = model(ids).logits[:, 7:]
     assert torch.allclose(a, full, atol=1e-5) and torch.allclose(b, full, atol=1e-5)
 
@@ -87,22 +92,103 @@ def test_left_padded_batch_equals_single_sequences(model: CodeGeeXForCausalLM) -
     assert torch.isfinite(logits).all()
 
 
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "no-cache"])
 @torch.no_grad()
-def test_generate_greedy_equals_manual_greedy_and_batches_with_padding(model: CodeGeeXForCausalLM) -> None:
+def test_generate_greedy_equals_manual_greedy_and_batches_with_padding(
+    model: CodeGeeXForCausalLM, use_cache: bool
+) -> None:
     prompt = torch.randint(0, 300, (1, 8))
     out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12,
-                         min_new_tokens=12, do_sample=False, pad_token_id=0)
+                         min_new_tokens=12, do_sample=False, pad_token_id=0, use_cache=use_cache)
     ids = prompt
     for _ in range(12):
         ids = torch.cat([ids, model(ids).logits[:, -1].argmax(-1, keepdim=True)], 1)
     assert torch.equal(out, ids)
-    # The same prompt left-padded in a batch beside a longer one continues identically.
+    # Each prompt of a left-padded batch continues as it does alone (a generate() that
+    # lost the context would give both rows the same tokens after the first).
     other = torch.randint(0, 300, (1, 11))
+    alone = model.generate(other, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
     batch = torch.cat([torch.cat([torch.zeros(1, 3, dtype=torch.long), prompt], 1), other])
     mask = torch.tensor([[0] * 3 + [1] * 8, [1] * 11])
     both = model.generate(batch, attention_mask=mask, max_new_tokens=12, min_new_tokens=12,
-                          do_sample=False, pad_token_id=0)
+                          do_sample=False, pad_token_id=0, use_cache=use_cache)
     assert torch.equal(both[0, 11:], out[0, 8:])
+    assert torch.equal(both[1, 11:], alone[0, 11:])
+
+
+def cache_in(arguments: dict) -> object:
+    return arguments.get("cache", arguments.get("past_key_values"))
+
+
+@torch.no_grad()
+def test_generate_passes_only_arguments_forward_takes_and_the_cache_every_step(model: CodeGeeXForCausalLM) -> None:
+    """Whatever names the installed transformers uses, every keyword generate() passes is one
+    forward() declares (it has no **kwargs), and each step after the first gets one new token
+    and a cache holding everything before it."""
+    calls: list[tuple[set[str], int, int]] = []
+
+    def record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        ids = args[0] if args else kwargs["input_ids"]
+        cache = cache_in(kwargs)
+        calls.append((set(kwargs), ids.shape[1], cache.get_seq_length() if cache is not None else 0))
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        prompt = torch.randint(0, 300, (2, 6))
+        model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=5, min_new_tokens=5,
+                       do_sample=False, pad_token_id=0)
+    finally:
+        handle.remove()
+    declared = set(inspect.signature(model.forward).parameters)
+    assert not any(kind is inspect.Parameter.VAR_KEYWORD
+                   for kind in (p.kind for p in inspect.signature(model.forward).parameters.values()))
+    assert all(names <= declared for names, _, _ in calls), [names - declared for names, _, _ in calls]
+    assert [(new, past) for _, new, past in calls] == [(6, 0), (1, 6), (1, 7), (1, 8), (1, 9)]
+
+
+def test_an_argument_forward_does_not_know_is_an_error_naming_it(model: CodeGeeXForCausalLM) -> None:
+    ids = torch.randint(0, 300, (1, 4))
+    with pytest.raises(TypeError, match="cache_params"):
+        model(ids, cache_params=None)
+    cache = output_cache(model(ids, use_cache=True))
+    with pytest.raises(ValueError, match="not both"):
+        model(ids, cache=cache, past_key_values=cache)
+    with pytest.raises(ValueError, match="output_attentions"):
+        model(ids, output_attentions=True)
+    with pytest.raises(ValueError, match="cache_position"):
+        model(ids, cache_position=torch.arange(3, 7))
+
+
+def test_import_codeglm_is_light_and_hooks_nothing() -> None:
+    """Registration is transformers' public API, run when codeglm.config / codeglm.model are
+    imported: ``import codeglm`` loads neither torch nor transformers, nor patches imports."""
+    code = (
+        "import sys; before = list(sys.meta_path); import codeglm, codeglm.languages; "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'; "
+        "assert sys.meta_path == before, 'import hook'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_saved_model_declares_its_classes_for_transformers_alone(model: CodeGeeXForCausalLM, tmp_path: Path) -> None:
+    """A saved directory names its classes (auto_map): transformers with trust_remote_code loads
+    it without anyone importing codeglm.model first, and computes the same logits."""
+    model.save_pretrained(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map == {"AutoConfig": "config.CodeGeeXConfig", "AutoModelForCausalLM": "model.CodeGeeXForCausalLM"}
+    ids = torch.randint(0, 300, (1, 9))
+    with torch.no_grad():
+        torch.save(model(ids).logits, tmp_path / "expected.pt")
+    torch.save(ids, tmp_path / "ids.pt")
+    code = (
+        "import sys, torch; from transformers import AutoModelForCausalLM; "
+        f"d = {str(tmp_path)!r}; "
+        "m = AutoModelForCausalLM.from_pretrained(d, trust_remote_code=True).eval(); "
+        "assert 'codeglm.model' not in sys.modules; "
+        "logits = m(torch.load(d + '/ids.pt')).logits; "
+        "assert torch.equal(logits, torch.load(d + '/expected.pt')), 'logits differ'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ from torch.overrides import TorchFunctionMode
 
 from codeglm.cpu_kernels import float_gemv
 from codeglm.engine import load_model, store_linear_weights_transposed, use_decode_layout
-from codeglm.model import CodeGeeXForCausalLM, fuse_attention_projections
+from codeglm.model import CodeGeeXForCausalLM, fuse_attention_projections, output_cache
 from codeglm.quantize import Int8Linear, fbgemm_available, quantize_int8
 
 LAYERS = 2
@@ -41,9 +41,9 @@ def assert_same_logits(got: torch.Tensor, expected: torch.Tensor) -> None:
 def prefill_and_decode_logits(model: CodeGeeXForCausalLM, ids: torch.Tensor) -> torch.Tensor:
     """Logits of a prefill of all but the last 3 tokens, then 3 cached one-token steps."""
     out = model(ids[:, :-3], use_cache=True)
-    logits, cache = [out.logits], out.past_key_values
+    logits, cache = [out.logits], output_cache(out)
     for t in range(ids.shape[1] - 3, ids.shape[1]):
-        out = model(ids[:, t : t + 1], past_key_values=cache, use_cache=True)
+        out = model(ids[:, t : t + 1], cache=cache, use_cache=True)
         logits.append(out.logits)
     return torch.cat(logits, dim=1)
 

@@ -14,7 +14,7 @@ import torch
 from _reference import SHAPES, Shape, causal_mask, reference_greedy, reference_model, save_original
 
 from codeglm.convert import convert
-from codeglm.model import CodeGeeXForCausalLM
+from codeglm.model import CodeGeeXForCausalLM, output_cache
 
 FP16_RELATIVE_TOLERANCE = 2e-3
 
@@ -63,11 +63,11 @@ def test_token_by_token_through_kv_cache_matches(pair) -> None:
     ref_logits, ref_past = ref(ids[:, :8], torch.arange(8).unsqueeze(0), mask, get_key_value=True)
     out = ours(ids[:, :8], use_cache=True)
     ours_steps, ref_steps = [out.logits], [ref_logits]
-    cache = out.past_key_values
+    cache = output_cache(out)
     assert len(cache.layers) == shape.layers + 1  # the top query layer is cached too
     for i in range(8, 24):
-        step = ours(ids[:, i : i + 1], past_key_values=cache, use_cache=True)
-        cache = step.past_key_values
+        step = ours(ids[:, i : i + 1], cache=cache, use_cache=True)
+        cache = output_cache(step)
         ours_steps.append(step.logits)
         r, ref_past = ref(ids[:, i : i + 1], torch.tensor([[i]]), mask, layer_past=ref_past, get_key_value=True)
         ref_steps.append(r)
@@ -81,8 +81,8 @@ def test_greedy_32_tokens_identical(pair) -> None:
     expected = reference_greedy(ref, prompt, 32, shape.positions)
     ids, cache, got = prompt, None, []
     for _ in range(32):
-        step = ours(ids, past_key_values=cache, use_cache=True)
-        cache = step.past_key_values
+        step = ours(ids, cache=cache, use_cache=True)
+        cache = output_cache(step)
         token = int(step.logits[0, -1].float().argmax())
         got.append(token)
         ids = torch.tensor([[token]])

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
+import codeglm.model  # noqa: F401  (registers the codegeex model type with the Auto classes)
 from codeglm.backends.base import BackendError, CancelToken, Completion, GenerationRequest, SamplingParams
 from codeglm.backends.cancel import AnyCancelToken
 from codeglm.backends.worker_stream import stream_from_worker
@@ -121,8 +122,6 @@ class HFBackend:
         cls, target: str, device: str = "cpu", dtype: str = "auto", context: int | None = None, progress: bool = False
     ) -> HFBackend:
         from tqdm import tqdm
-
-        import codeglm  # noqa: F401  (registers the CodeGeeX model type with the Auto classes)
 
         with tqdm(total=2, desc=f"loading {target}", unit="step", file=sys.stderr, disable=not progress) as bar:
             try:
