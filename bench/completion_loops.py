@@ -1,4 +1,4 @@
-"""What the loop rule of ``codeglm.postprocess`` changes: completions with and without it.
+"""What the loop rule of ``codeglm.completion.postprocess`` changes: completions with and without it.
 
 HumanEval-X prompts (40 Python, 20 each of JavaScript, Java, C++), the cursor where the
 function body starts, greedy, up to 96 new tokens, the default model unless ``--backend``.
@@ -17,9 +17,9 @@ from unittest import mock
 
 import torch
 
-import codeglm.postprocess as postprocess
+import codeglm.completion.postprocess as postprocess
 from codeglm.backends import load_backend
-from codeglm.complete import CompletionRequest, complete
+from codeglm.completion.pipeline import CompletionRequest, complete
 from codeglm.paths import humaneval_dir
 
 LANGUAGES = (("python", "python", 40), ("js", "javascript", 20), ("java", "java", 20), ("cpp", "cpp", 20))

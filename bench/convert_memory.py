@@ -83,7 +83,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=".") as tmp:
         ckpt = Path(tmp) / "codegeex.pt"
         size = synthetic_checkpoint(ckpt, args.hidden, layers, vocab=52224, positions=2048)
-        baseline, _ = child_peak_rss([sys.executable, "-c", "import torch, codeglm.convert, codeglm.config"])
+        baseline, _ = child_peak_rss([sys.executable, "-c", "import torch, codeglm.model.convert, codeglm.model.config"])
         peak, seconds = child_peak_rss(
             [sys.executable, "-m", "codeglm.cli", "convert", str(ckpt), str(Path(tmp) / "out"), "--dtype", "fp16",
              "--num-attention-heads", str(args.hidden // 128)]

@@ -44,12 +44,12 @@ from functools import partial
 import torch
 
 from codeglm.backends.base import SamplingParams
-from codeglm.config import CodeGeeXConfig
-from codeglm.engine import Engine
-from codeglm.model import CodeGeeXForCausalLM, output_cache
+from codeglm.inference.engine import Engine
+from codeglm.inference.quantize import linear_bytes, measure_int8_effect, quantize_int8
+from codeglm.model.codegeex import CodeGeeXForCausalLM, output_cache
+from codeglm.model.config import CodeGeeXConfig
+from codeglm.model.tokenizer import CodeGeeXTokenizer, load_tokenizer
 from codeglm.paths import humaneval_dir
-from codeglm.quantize import linear_bytes, measure_int8_effect, quantize_int8
-from codeglm.tokenizer import CodeGeeXTokenizer, load_tokenizer
 
 LANGUAGES = ("python", "cpp", "java", "js", "go", "rust")
 

@@ -13,7 +13,7 @@ is one JSON object whose ``p50_ms``/``p95_ms`` are the warm numbers.
 
 Before anything is timed, the server's completions with the cursor at the end of each
 typed line (fresh documents) are checked against the reference path,
-``codeglm.complete.complete`` in this process with the same backend and settings, taking
+``codeglm.completion.pipeline.complete`` in this process with the same backend and settings, taking
 the same requests in the same order; if one differs (or all are empty, which proves
 nothing) it is printed as an ERROR, no latency is reported, and the script exits 1.
 
@@ -126,7 +126,7 @@ def reference_completions(args: argparse.Namespace, checks: list[tuple[Path, str
     it, on one backend taking the requests in the server's order (so its prefix cache is in
     the same state for each)."""
     from codeglm.backends import load_backend
-    from codeglm.complete import CompletionRequest, complete
+    from codeglm.completion.pipeline import CompletionRequest, complete
 
     backend = load_backend(args.backend)
     texts = []

@@ -39,7 +39,7 @@ from codeglm.backends.base import (
     Completion,
     GenerationRequest,
 )
-from codeglm.complete import CompletionRequest, complete
+from codeglm.completion.pipeline import CompletionRequest, complete
 from codeglm.languages import LANGUAGES, Language, UnsupportedLanguageError, get_language
 from codeglm.paths import humaneval_dir
 
@@ -288,7 +288,7 @@ class OracleBackend:
 @functools.cache
 def _token_counter() -> Callable[[str], int]:
     try:
-        from codeglm.tokenizer import load_tokenizer
+        from codeglm.model.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer()
         return lambda text: len(tokenizer.encode(text))

@@ -12,7 +12,7 @@ release)::
 
 with ``Src``/``Tgt`` among Python, C++, Java, JavaScript, Go, Rust. The model continues
 the target's declaration; the generation is cut where that function is complete
-(``codeglm.postprocess.truncate_generation``) and judged by the target's tests: the
+(``codeglm.completion.postprocess.truncate_generation``) and judged by the target's tests: the
 program is the target's declaration + generation + test, assembled and run by the
 harness (``evals.assemble`` / ``evals.execute``) as for the generation task.
 
@@ -96,7 +96,7 @@ def source_code(task: Task) -> str:
 
 def prompt_for(source_task: Task, target_task: Task) -> str:
     """The reference's translation prompt for one problem."""
-    from codeglm.translate import translation_prompt  # tree-sitter and all: only when prompting
+    from codeglm.translation.pipeline import translation_prompt  # tree-sitter and all: only when prompting
 
     return translation_prompt(
         LANGUAGES[source_task.language].display_name,
@@ -146,7 +146,7 @@ def generate_pair(
 ) -> int:
     """Append samples for one pair until each problem has ``settings.n``; returns how many were made."""
     from codeglm.backends.base import GenerationRequest, SamplingParams
-    from codeglm.postprocess import truncate_generation
+    from codeglm.completion.postprocess import truncate_generation
     from evals.generate import existing_counts, generate_or_error
 
     sources, targets = _by_number(tasks, pair.source), _by_number(tasks, pair.target)

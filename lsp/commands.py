@@ -27,11 +27,11 @@ from pygls.uris import from_fs_path, to_fs_path
 
 from codeglm.backends.base import Backend, BackendError, CancelledError, CancelToken
 from codeglm.languages import Language, UnsupportedLanguageError, get_language
-from codeglm.translate_progress import progress_line, progress_percentage, unit_name
+from codeglm.translation.progress import progress_line, progress_percentage, unit_name
 from lsp.positions import utf16_to_index
 
 if TYPE_CHECKING:
-    from codeglm.translate import UnitEvent
+    from codeglm.translation.pipeline import UnitEvent
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def selected_text(text: str, selection: types.Range) -> str:
 def output_path(source: Path, target: Language) -> Path:
     """Where the translation of ``source`` goes: beside it, named by the target's
     convention (``FooBar.java`` -> ``foo_bar.py``, ``foo_bar.py`` -> ``FooBar.java``)."""
-    from codeglm.translate import output_name
+    from codeglm.translation.pipeline import output_name
 
     return source.parent / output_name(source.name, target.id)
 
@@ -158,7 +158,7 @@ def creation_edit(uri: str, text: str, overwrite: bool) -> types.WorkspaceEdit:
 
 
 def failed_unit_json(result: Any) -> dict[str, Any]:
-    """A failed unit (``codeglm.translate.UnitResult``) as the client sees it.
+    """A failed unit (``codeglm.translation.pipeline.UnitResult``) as the client sees it.
 
     ``startLine``/``endLine`` are 0-based lines of the translated source (the document,
     or the selection), ``problem`` says what was wrong with the last attempt.
@@ -232,7 +232,7 @@ async def run_translation(
     loop: asyncio.AbstractEventLoop,
 ) -> TranslationOutcome:
     """Translate the document (or selection), report progress, create the file if asked."""
-    from codeglm.translate import TranslationError, TranslationRequest, translate
+    from codeglm.translation.pipeline import TranslationError, TranslationRequest, translate
 
     try:
         source_language = get_language(source_language_id)

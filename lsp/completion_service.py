@@ -1,6 +1,6 @@
 """Completion for the server: LSP document + position in, text and LSP range out.
 
-Everything between the protocol handlers and ``codeglm.complete.complete`` lives here:
+Everything between the protocol handlers and ``codeglm.completion.pipeline.complete`` lives here:
 language checks, the answer cache, cancelling superseded requests, waiting for a model
 that is still loading, running generation on a worker thread so the event loop keeps
 serving, and turning failures into messages for the user.
@@ -14,7 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from codeglm.backends.base import Backend, BackendError, CancelToken
-from codeglm.complete import CompletionRequest, CompletionResult, ContextCache, OpenDocument, complete
+from codeglm.completion.pipeline import (
+    CompletionRequest,
+    CompletionResult,
+    ContextCache,
+    OpenDocument,
+    complete,
+)
 from codeglm.languages import UnsupportedLanguageError, get_language, language_for_path
 from lsp.model_holder import DISABLED, ERROR, GENERATING, ModelHolder
 from lsp.positions import index_to_utf16, line_at, utf16_to_index

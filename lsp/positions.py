@@ -33,6 +33,6 @@ def index_to_utf16(line: str, index: int) -> int:
 
 def line_at(text: str, line: int) -> str:
     """Line ``line`` of ``text`` without its line ending ("" past the end)."""
-    # Split on "\n" only, as ``codeglm.context.offset_of`` counts lines.
+    # Split on "\n" only, as ``codeglm.completion.context.offset_of`` counts lines.
     lines = text.split("\n")
     return lines[line].removesuffix("\r") if 0 <= line < len(lines) else ""

@@ -17,7 +17,7 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.workspace import TextDocument
 
 from codeglm.backends.base import CancelToken
-from codeglm.complete import OpenDocument
+from codeglm.completion.pipeline import OpenDocument
 from lsp import commands
 from lsp.commands import CommandError, TranslateCommand
 from lsp.completion_service import CompletionAnswer, CompletionService, DocumentSnapshot, resolve_language_id

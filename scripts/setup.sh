@@ -27,5 +27,5 @@ if [ -z "${SKIP_EXTENSION:-}" ] && [ -f vscode-extension/package.json ]; then
 fi
 # The AVX2 decode kernels, built once now rather than at the first model load
 # (needs the C++ compiler the toolchains bring; without it oneDNN and fbgemm serve).
-.venv/bin/python -c "from codeglm.cpu_kernels import int8_gemv; print('setup: AVX2 decode kernels', 'built' if int8_gemv() else 'not built (oneDNN and fbgemm serve)')"
+.venv/bin/python -c "from codeglm.inference.cpu_kernels import int8_gemv; print('setup: AVX2 decode kernels', 'built' if int8_gemv() else 'not built (oneDNN and fbgemm serve)')"
 echo "setup: done (.venv ready)"

@@ -15,10 +15,10 @@ import torch
 from tokenizers import AddedToken
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from codeglm.config import CodeGeeXConfig
-from codeglm.model import CodeGeeXForCausalLM
+from codeglm.model.codegeex import CodeGeeXForCausalLM
+from codeglm.model.config import CodeGeeXConfig
+from codeglm.model.tokenizer import load_tokenizer
 from codeglm.paths import tokenizer_dir
-from codeglm.tokenizer import load_tokenizer
 
 PROJECT = Path(__file__).resolve().parent.parent
 CONTEXT = 512

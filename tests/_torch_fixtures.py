@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from codeglm.config import CodeGeeXConfig
-from codeglm.model import CodeGeeXForCausalLM
+from codeglm.model.codegeex import CodeGeeXForCausalLM
+from codeglm.model.config import CodeGeeXConfig
 
 
 @pytest.fixture(scope="module", autouse=True)

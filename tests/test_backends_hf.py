@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 from codeglm.backends import BackendError, CancelToken, GenerationRequest, SamplingParams, load_backend
 from codeglm.backends.hf import HFBackend, detect_fim_tokens
 from codeglm.backends.worker_stream import drain
-from codeglm.tokenizer import load_tokenizer
+from codeglm.model.tokenizer import load_tokenizer
 
 PROMPT = "def add(a, b):\n    "
 @pytest.fixture(scope="module")

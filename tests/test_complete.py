@@ -17,12 +17,12 @@ import torch
 from codeglm.backends import load_backend
 from codeglm.backends.base import CancelToken
 from codeglm.cli import main
-from codeglm.complete import CompletionRequest, ContextCache, OpenDocument, complete
-from codeglm.config import CodeGeeXConfig
-from codeglm.context import parse_text
+from codeglm.completion.context import parse_text
+from codeglm.completion.pipeline import CompletionRequest, ContextCache, OpenDocument, complete
 from codeglm.languages import UnsupportedLanguageError, get_language
-from codeglm.model import CodeGeeXForCausalLM
-from codeglm.tokenizer import load_tokenizer
+from codeglm.model.codegeex import CodeGeeXForCausalLM
+from codeglm.model.config import CodeGeeXConfig
+from codeglm.model.tokenizer import load_tokenizer
 from evals.completion_bench import OracleBackend
 
 

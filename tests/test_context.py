@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from codeglm.context import (
+from codeglm.completion.context import (
     ContextCache,
     SourceDocument,
     diff_bytes,

@@ -13,8 +13,8 @@ import torch
 from _reference import SHAPES, reference_model, save_original
 
 from codeglm.cli import main
-from codeglm.convert import ConversionError, convert
-from codeglm.model import CodeGeeXForCausalLM
+from codeglm.model.codegeex import CodeGeeXForCausalLM
+from codeglm.model.convert import ConversionError, convert
 
 SHAPE = SHAPES[0]
 

@@ -1,4 +1,4 @@
-"""The AVX2 decode kernels (``codeglm/csrc/cpu_gemv.cpp``): built where they can be, the
+"""The AVX2 decode kernels (``codeglm/inference/csrc/cpu_gemv.cpp``): built where they can be, the
 fp32 products of ``F.linear`` and the int8-weight products to within 13-bit activation
 rounding, used for single rows only, with the layer norm, GELU and residual they take
 on; and the decode attention against SDPA."""
@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from _torch_fixtures import one_thread  # noqa: F401 (autouse)
 
-from codeglm.cpu_kernels import build, cpu_has_avx2, float_gemv, int8_gemv
-from codeglm.model import fast_gelu, step_linear
-from codeglm.onednn import OneDNNLinear, linear
-from codeglm.quantize import Int8Linear, fbgemm_available
+from codeglm.inference.cpu_kernels import build, cpu_has_avx2, float_gemv, int8_gemv
+from codeglm.inference.onednn import OneDNNLinear, linear
+from codeglm.inference.quantize import Int8Linear, fbgemm_available
+from codeglm.model.codegeex import fast_gelu, step_linear
 
 # Rounding activations to 13 bits: |error| <= 2^-13 of a row's largest activation per
 # term; measured ~2e-4 of the largest output.

@@ -16,8 +16,8 @@ import torch
 from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: autouse)
 
 from codeglm.backends.base import CancelToken, SamplingParams
-from codeglm.cpu_kernels import build
-from codeglm.engine import (
+from codeglm.inference.cpu_kernels import build
+from codeglm.inference.engine import (
     Engine,
     PromptRequest,
     load_engine,
@@ -27,10 +27,10 @@ from codeglm.engine import (
     split_into_jobs,
     use_decode_layout,
 )
-from codeglm.kv_cache import CacheShape, StaticKVCache
-from codeglm.model import CodeGeeXForCausalLM, fuse_attention_projections
-from codeglm.onednn import onednn_available, use_onednn_linears
-from codeglm.tokenizer import CodeGeeXTokenizer, load_tokenizer
+from codeglm.inference.kv_cache import CacheShape, StaticKVCache
+from codeglm.inference.onednn import onednn_available, use_onednn_linears
+from codeglm.model.codegeex import CodeGeeXForCausalLM, fuse_attention_projections
+from codeglm.model.tokenizer import CodeGeeXTokenizer, load_tokenizer
 
 # Logits of two runs of the same tokens that take different paths (batched, padded,
 # cached prefix, no cache) differ by float rounding only: at most this fraction of the
@@ -258,7 +258,7 @@ def test_finished_callback_cuts_the_completion(model: CodeGeeXForCausalLM, token
 
 
 def test_streaming_holds_back_partial_utf8(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer) -> None:
-    from codeglm.engine import SampleText
+    from codeglm.inference.engine import SampleText
 
     text = "# 计算斐波那契数列 €\nx = 1"
     ids = tokenizer.encode(text)

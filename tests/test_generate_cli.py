@@ -14,7 +14,7 @@ from _backends_fixtures import PROJECT, shared_tiny_model_dir
 
 from codeglm.backends import GenerationRequest, SamplingParams, load_backend
 from codeglm.cli import main
-from codeglm.generate_cli import unescape_stop
+from codeglm.cli.generate import unescape_stop
 
 PROMPT = "def fibonacci(n):\n    "
 

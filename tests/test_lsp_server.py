@@ -2,7 +2,7 @@
 
 The server runs ``python -m lsp --backend native:DIR`` on a small random-weight CodeGeeX
 model. Greedy decoding makes its answers deterministic, so every completion the server
-returns is checked against ``codeglm.complete.complete`` run here on the same text.
+returns is checked against ``codeglm.completion.pipeline.complete`` run here on the same text.
 Random weights write random words: as code that is junk, which the pipeline never shows,
 so the cursors that must get an answer stand in a comment, where words are valid.
 """
@@ -23,7 +23,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import LanguageClient, client_capabilities, make_test_lsp_client
 
-from codeglm.complete import CompletionRequest, complete
+from codeglm.completion.pipeline import CompletionRequest, complete
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -47,10 +47,10 @@ SAMPLES = {
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
-    from codeglm.config import CodeGeeXConfig
-    from codeglm.model import CodeGeeXForCausalLM
+    from codeglm.model.codegeex import CodeGeeXForCausalLM
+    from codeglm.model.config import CodeGeeXConfig
+    from codeglm.model.tokenizer import load_tokenizer
     from codeglm.paths import tokenizer_dir
-    from codeglm.tokenizer import load_tokenizer
 
     directory = tmp_path_factory.mktemp("tiny-codegeex")
     torch.manual_seed(0)
@@ -631,7 +631,7 @@ async def test_translate_with_the_default_model_writes_a_file_that_parses(tmp_pa
     parses with the target language's tree-sitter grammar."""
     from pygls.uris import to_fs_path
 
-    from codeglm.context import parse_text
+    from codeglm.completion.context import parse_text
     from codeglm.languages import get_language
 
     client = make_test_lsp_client()

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from codeglm.config import CodeGeeXConfig
-from codeglm.model import CodeGeeXForCausalLM, output_cache
+from codeglm.model.codegeex import CodeGeeXForCausalLM, output_cache
+from codeglm.model.config import CodeGeeXConfig
 
 
 def tiny_config(**overrides) -> CodeGeeXConfig:
@@ -160,7 +160,7 @@ def test_an_argument_forward_does_not_know_is_an_error_naming_it(model: CodeGeeX
 
 
 def test_import_codeglm_is_light_and_hooks_nothing() -> None:
-    """Registration is transformers' public API, run when codeglm.config / codeglm.model are
+    """Registration is transformers' public API, run when codeglm.model.config / codeglm.model.codegeex are
     imported: ``import codeglm`` loads neither torch nor transformers, nor patches imports."""
     code = (
         "import sys; before = list(sys.meta_path); import codeglm, codeglm.languages; "
@@ -172,10 +172,10 @@ def test_import_codeglm_is_light_and_hooks_nothing() -> None:
 
 def test_saved_model_declares_its_classes_for_transformers_alone(model: CodeGeeXForCausalLM, tmp_path: Path) -> None:
     """A saved directory names its classes (auto_map): transformers with trust_remote_code loads
-    it without anyone importing codeglm.model first, and computes the same logits."""
+    it without anyone importing codeglm.model.codegeex first, and computes the same logits."""
     model.save_pretrained(tmp_path)
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
-    assert auto_map == {"AutoConfig": "config.CodeGeeXConfig", "AutoModelForCausalLM": "model.CodeGeeXForCausalLM"}
+    assert auto_map == {"AutoConfig": "config.CodeGeeXConfig", "AutoModelForCausalLM": "codegeex.CodeGeeXForCausalLM"}
     ids = torch.randint(0, 300, (1, 9))
     with torch.no_grad():
         torch.save(model(ids).logits, tmp_path / "expected.pt")
@@ -184,7 +184,7 @@ def test_saved_model_declares_its_classes_for_transformers_alone(model: CodeGeeX
         "import sys, torch; from transformers import AutoModelForCausalLM; "
         f"d = {str(tmp_path)!r}; "
         "m = AutoModelForCausalLM.from_pretrained(d, trust_remote_code=True).eval(); "
-        "assert 'codeglm.model' not in sys.modules; "
+        "assert 'codeglm.model.codegeex' not in sys.modules; "
         "logits = m(torch.load(d + '/ids.pt')).logits; "
         "assert torch.equal(logits, torch.load(d + '/expected.pt')), 'logits differ'"
     )

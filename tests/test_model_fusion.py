@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: autouse)
 from torch.overrides import TorchFunctionMode
 
-from codeglm.cpu_kernels import float_gemv
-from codeglm.engine import load_model, store_linear_weights_transposed, use_decode_layout
-from codeglm.model import CodeGeeXForCausalLM, fuse_attention_projections, output_cache
-from codeglm.quantize import Int8Linear, fbgemm_available, quantize_int8
+from codeglm.inference.cpu_kernels import float_gemv
+from codeglm.inference.engine import load_model, store_linear_weights_transposed, use_decode_layout
+from codeglm.inference.quantize import Int8Linear, fbgemm_available, quantize_int8
+from codeglm.model.codegeex import CodeGeeXForCausalLM, fuse_attention_projections, output_cache
 
 LAYERS = 2
 # Fusing changes which matmul computes a projection, not the sums it makes; allow

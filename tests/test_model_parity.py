@@ -13,8 +13,8 @@ import pytest
 import torch
 from _reference import SHAPES, Shape, causal_mask, reference_greedy, reference_model, save_original
 
-from codeglm.convert import convert
-from codeglm.model import CodeGeeXForCausalLM, output_cache
+from codeglm.model.codegeex import CodeGeeXForCausalLM, output_cache
+from codeglm.model.convert import convert
 
 FP16_RELATIVE_TOLERANCE = 2e-3
 

@@ -9,9 +9,15 @@ import torch
 import torch.nn.functional as F
 from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: autouse)
 
-from codeglm.model import CodeGeeXForCausalLM, fuse_attention_projections
-from codeglm.onednn import ONEDNN_MAX_ROWS, OneDNNLinear, linear, onednn_available, use_onednn_linears
-from codeglm.quantize import Int8Linear, quantize_int8
+from codeglm.inference.onednn import (
+    ONEDNN_MAX_ROWS,
+    OneDNNLinear,
+    linear,
+    onednn_available,
+    use_onednn_linears,
+)
+from codeglm.inference.quantize import Int8Linear, quantize_int8
+from codeglm.model.codegeex import CodeGeeXForCausalLM, fuse_attention_projections
 
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN linear kernel")
 

@@ -10,14 +10,14 @@ import re
 
 import pytest
 
-from codeglm.languages import get_language
-from codeglm.postprocess import (
+from codeglm.completion.postprocess import (
     completion_site,
     find_stop,
     loop_cuts,
     make_finished_callback,
     postprocess,
 )
+from codeglm.languages import get_language
 
 CURSOR = "█"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from codeglm.postprocess import truncate_generation
+from codeglm.completion.postprocess import truncate_generation
 from evals.completion_bench import load_problems
 
 # Canonical solutions that hold more than the one function (a helper after it, stray

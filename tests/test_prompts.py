@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codeglm.context import SourceDocument, extract_context
+from codeglm.completion.context import SourceDocument, extract_context
+from codeglm.completion.prompts import PromptBudgetError, build_prompt
 from codeglm.languages import LANGUAGES, get_language, language_for_path
-from codeglm.prompts import PromptBudgetError, build_prompt
-from codeglm.tokenizer import load_tokenizer
+from codeglm.model.tokenizer import load_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "context"
 

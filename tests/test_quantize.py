@@ -13,11 +13,17 @@ from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: 
 from torch import nn
 
 from codeglm.backends.base import SamplingParams
-from codeglm.engine import Engine, load_model
-from codeglm.model import CodeGeeXForCausalLM
+from codeglm.inference.engine import Engine, load_model
+from codeglm.inference.quantize import (
+    Int8Linear,
+    linear_bytes,
+    measure_int8_effect,
+    quantize_int8,
+    quantize_rows,
+)
+from codeglm.model.codegeex import CodeGeeXForCausalLM
+from codeglm.model.tokenizer import load_tokenizer
 from codeglm.paths import humaneval_dir
-from codeglm.quantize import Int8Linear, linear_bytes, measure_int8_effect, quantize_int8, quantize_rows
-from codeglm.tokenizer import load_tokenizer
 
 KERNELS = ["fbgemm", "dequant"]
 # One linear layer: the output error relative to the output's largest magnitude.

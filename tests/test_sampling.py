@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from codeglm.backends.base import SamplingParams
-from codeglm.sampling import RowGroup, candidates, choose_tokens, make_generator, nucleus
+from codeglm.inference.sampling import RowGroup, candidates, choose_tokens, make_generator, nucleus
 
 VOCAB = 52224
 

@@ -356,7 +356,7 @@ def test_the_api_in_front_of_an_hf_backend(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from codeglm.backends.hf import HFBackend
-    from codeglm.serve_api import create_app
+    from codeglm.server.api import create_app
 
     backend = HFBackend.load(str(save_gpt2(tmp_path)))
     [expected] = backend.generate(GenerationRequest(PROMPT, greedy(8)))

@@ -12,9 +12,9 @@ import re
 
 import pytest
 
+from codeglm.completion.postprocess import JUNK_LINES, completion_site, make_finished_callback, postprocess
 from codeglm.languages import get_language
-from codeglm.postprocess import JUNK_LINES, completion_site, make_finished_callback, postprocess
-from codeglm.syntax_guard import ERROR, MISSING, clean_lines, new_errors, syntax_baseline
+from codeglm.syntax.guard import ERROR, MISSING, clean_lines, new_errors, syntax_baseline
 
 CURSOR = "█"
 FIB = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n    █\n'

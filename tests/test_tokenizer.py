@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from codeglm.model.tokenizer import TokenizerFilesError, load_tokenizer, space_run_token
 from codeglm.paths import humaneval_dir, tokenizer_dir
-from codeglm.tokenizer import TokenizerFilesError, load_tokenizer, space_run_token
 
 LANGUAGES = ("python", "cpp", "java", "js", "go", "rust")
 

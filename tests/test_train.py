@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from codeglm.cli import main
-from codeglm.train import STATE_DIR, TrainSettings, lr_factor, train
-from codeglm.train_data import block_order, gather, looks_generated, split_big, train_tokenizer
+from codeglm.train.data import block_order, gather, looks_generated, split_big, train_tokenizer
+from codeglm.train.trainer import STATE_DIR, TrainSettings, lr_factor, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,8 +116,8 @@ def test_a_few_steps_lower_the_loss_and_write_a_loadable_model(tmp_path: Path) -
     assert last["all"] < first["all"] - 0.3, history
     assert summary["final_train_loss"] < 5.0  # from ln(384) = 5.95 at the start
 
-    from codeglm.model import CodeGeeXForCausalLM
-    from codeglm.tokenizer import load_tokenizer
+    from codeglm.model.codegeex import CodeGeeXForCausalLM
+    from codeglm.model.tokenizer import load_tokenizer
 
     model = CodeGeeXForCausalLM.from_pretrained(str(tmp_path / "out"), dtype=torch.float32)
     tokenizer = load_tokenizer(tmp_path / "out")
@@ -190,6 +190,6 @@ def test_reuses_a_given_tokenizer(tmp_path: Path) -> None:
     )
     summary = train(settings)
     assert summary["vocab_size"] == 50400  # GPT-2's 50257 + CodeGeeX's 143 extra tokens
-    from codeglm.tokenizer import load_tokenizer
+    from codeglm.model.tokenizer import load_tokenizer
 
     assert load_tokenizer(tmp_path / "out").encode("    x") == load_tokenizer(codegeex).encode("    x")

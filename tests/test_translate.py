@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from codeglm.context import parse_text
+from codeglm.completion.context import parse_text
 from codeglm.languages import get_language
-from codeglm.translate import (
+from codeglm.translation.pipeline import (
     TRANSLATION_LANGUAGES,
     TranslationError,
     TranslationRequest,
@@ -28,7 +28,7 @@ from codeglm.translate import (
     translation_prompt,
     trim_translation,
 )
-from codeglm.translate_units import Unit
+from codeglm.translation.units import Unit
 
 
 def _unit(kind: str, name: str, container: str | None = None, text: str = "x") -> Unit:

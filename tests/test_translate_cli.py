@@ -13,8 +13,8 @@ import pytest
 from _backends_fixtures import make_tiny_model_dir
 from test_translate_pipeline import ScriptedBackend
 
-from codeglm import translate_cli
-from codeglm.context import parse_text
+from codeglm.cli import translate as translate_cli
+from codeglm.completion.context import parse_text
 from codeglm.languages import get_language
 
 PROJECT = Path(__file__).resolve().parent.parent

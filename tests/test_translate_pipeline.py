@@ -17,9 +17,15 @@ from _backends_fixtures import make_tiny_model_dir
 
 from codeglm.backends import load_backend
 from codeglm.backends.base import CancelledError, CancelToken, Completion, GenerationRequest
-from codeglm.context import parse_text
+from codeglm.completion.context import parse_text
 from codeglm.languages import get_language
-from codeglm.translate import TranslationRequest, UnitEvent, check_translation, plan_units, translate
+from codeglm.translation.pipeline import (
+    TranslationRequest,
+    UnitEvent,
+    check_translation,
+    plan_units,
+    translate,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "translate"
 

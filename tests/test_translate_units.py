@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from codeglm.context import parse_text
+from codeglm.completion.context import parse_text
 from codeglm.languages import language_for_path
-from codeglm.translate_units import split_units, whole_file_unit
+from codeglm.translation.units import split_units, whole_file_unit
 
 FIXTURES = Path(__file__).parent / "fixtures" / "translate"
 

@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
-import codeglm.model  # noqa: F401  (registers the codegeex model type with the Auto classes)
+import codeglm.model.codegeex  # noqa: F401  (registers the codegeex model type with the Auto classes)
 from codeglm.backends.base import BackendError, CancelToken, Completion, GenerationRequest, SamplingParams
 from codeglm.backends.cancel import AnyCancelToken
 from codeglm.backends.worker_stream import stream_from_worker
-from codeglm.engine import SampleText
+from codeglm.inference.engine import SampleText
 
 # (prefix, suffix, middle) markers, prompt laid out prefix-suffix-middle (PSM).
 FIM_TOKEN_TRIPLES: tuple[tuple[str, str, str], ...] = (

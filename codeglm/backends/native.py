@@ -23,11 +23,11 @@ from codeglm.backends.cancel import AnyCancelToken
 from codeglm.backends.worker_stream import stream_from_worker
 
 if TYPE_CHECKING:
-    from codeglm.engine import Engine, PromptRequest
+    from codeglm.inference.engine import Engine, PromptRequest
 
 
 class NativeBackend:
-    """``Backend`` over ``codeglm.engine.Engine``. CodeGeeX has no fill-in-the-middle."""
+    """``Backend`` over ``codeglm.inference.engine.Engine``. CodeGeeX has no fill-in-the-middle."""
 
     supports_fim = False
 
@@ -49,8 +49,8 @@ class NativeBackend:
         """Load the model and tokenizer saved in ``path`` (a ``codeglm convert`` output)."""
         from tqdm import tqdm
 
-        from codeglm.engine import DEFAULT_PREFIX_CACHE_TOKENS, Engine, load_model
-        from codeglm.tokenizer import TokenizerFilesError, load_tokenizer
+        from codeglm.inference.engine import DEFAULT_PREFIX_CACHE_TOKENS, Engine, load_model
+        from codeglm.model.tokenizer import TokenizerFilesError, load_tokenizer
 
         directory = Path(path).expanduser()
         if not directory.is_dir():
@@ -121,7 +121,7 @@ class NativeBackend:
 
     @staticmethod
     def _prompt_request(engine: Engine, request: GenerationRequest, cancel: CancelToken | None) -> PromptRequest:
-        from codeglm.engine import PromptRequest
+        from codeglm.inference.engine import PromptRequest
 
         tokens = tuple(engine.tokenizer.encode(request.prompt))
         return PromptRequest(tokens, request.params, request.n, tuple(request.stop), request.finished, cancel)

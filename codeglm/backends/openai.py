@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from codeglm.backends.base import BackendError, CancelToken, Completion, GenerationRequest
-from codeglm.backends.text_rules import TextSample, first_stop
+from codeglm.inference.text_rules import TextSample, first_stop
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 DEFAULT_CONTEXT = 2048

@@ -39,7 +39,7 @@ const shot = (name) => path.join(artifacts, name);
 
 const PY_START = 'import os\n\n\ndef add(a, b):\n    """Return the sum of a and b."""\n    ';
 // The tiny random test model writes words, which the server drops as junk where code is
-// expected (codeglm/syntax_guard.py): with it the cursor stands in a comment, where words
+// expected (codeglm/syntax/guard.py): with it the cursor stands in a comment, where words
 // are valid. With a trained model (CODEGLM_TEST_BACKEND='', the README picture) it types code.
 const RANDOM_MODEL = testBackend() !== '';
 const PY_TYPED = RANDOM_MODEL ? '# return' : 'return';

@@ -16,7 +16,7 @@ import { TestLspClient } from '../support/lspClient';
 import { testBackend, VENV_PYTHON } from '../support/model';
 
 // The cursor stands in a comment: the tiny random test model writes words, which the
-// server drops as junk where code is expected (codeglm/syntax_guard.py).
+// server drops as junk where code is expected (codeglm/syntax/guard.py).
 const PY_SOURCE = 'import os\n\n\ndef add(a, b):\n    """Return the sum of a and b."""\n    # return ';
 const JAVA_SOURCE = [
   'public class Greeter {',

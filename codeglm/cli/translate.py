@@ -20,7 +20,7 @@ from typing import TextIO
 
 from codeglm.backends.base import Backend, BackendError
 from codeglm.languages import UnsupportedLanguageError, get_language, language_for_path
-from codeglm.translate import (
+from codeglm.translation.pipeline import (
     TranslationError,
     TranslationRequest,
     TranslationResult,
@@ -30,7 +30,7 @@ from codeglm.translate import (
     resolve_pair,
     translate,
 )
-from codeglm.translate_progress import progress_line
+from codeglm.translation.progress import progress_line
 
 BACKEND_ENV = "CODEGLM_BACKEND"
 EXIT_UNITS_FAILED = 3

@@ -278,8 +278,8 @@ def convert(
     progress: bool = True,
 ) -> Path:
     """Convert ``src`` into a model directory at ``out_dir``; return ``out_dir``."""
-    from codeglm.config import CodeGeeXConfig
-    from codeglm.tokenizer import TokenizerFilesError, load_tokenizer
+    from codeglm.model.config import CodeGeeXConfig
+    from codeglm.model.tokenizer import TokenizerFilesError, load_tokenizer
 
     if dtype not in DTYPES:
         raise ConversionError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")

@@ -2,7 +2,7 @@
 
 Gathering is deterministic (sorted walk, seeded shuffle), so the same trees and
 settings always give the same corpus. Every document is laid out like a completion
-prompt (``codeglm.prompts``): the CodeGeeX language tag, a path comment, the code,
+prompt (``codeglm.completion.prompts``): the CodeGeeX language tag, a path comment, the code,
 then ``<|endoftext|>``, so the model sees at training time what it sees when serving.
 """
 
@@ -21,7 +21,7 @@ from tokenizers import AddedToken, Tokenizer, pre_tokenizers, trainers
 from tokenizers.models import BPE
 
 from codeglm.languages import Language, language_for_path
-from codeglm.tokenizer import (
+from codeglm.model.tokenizer import (
     EOS_TOKEN,
     MAX_SPACE_RUN,
     MIN_SPACE_RUN,
@@ -162,7 +162,7 @@ def _pieces_between_space_runs(texts: Iterable[str]) -> Iterator[str]:
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> CodeGeeXTokenizer:
     """A byte-level BPE with ``<|endoftext|>`` (id 0) and the CodeGeeX whitespace-run
-    tokens (ids 1..9), using the same normalizer/decoder pipeline as ``codeglm.tokenizer``."""
+    tokens (ids 1..9), using the same normalizer/decoder pipeline as ``codeglm.model.tokenizer``."""
     tokenizer = Tokenizer(BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     _whitespace_pipeline(tokenizer)

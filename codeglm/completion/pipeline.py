@@ -18,10 +18,10 @@ from codeglm.backends.base import (
     GenerationRequest,
     SamplingParams,
 )
-from codeglm.context import ContextCache, SourceDocument, extract_context
+from codeglm.completion.context import ContextCache, SourceDocument, extract_context
+from codeglm.completion.postprocess import completion_site, make_finished_callback, postprocess
+from codeglm.completion.prompts import build_prompt
 from codeglm.languages import Language, UnsupportedLanguageError, get_language, language_for_path
-from codeglm.postprocess import completion_site, make_finished_callback, postprocess
-from codeglm.prompts import build_prompt
 
 __all__ = [
     "CompletionRequest",

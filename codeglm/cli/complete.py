@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from codeglm.backends import BACKEND_ENV, BackendError, load_backend
-from codeglm.complete import CompletionRequest, OpenDocument, complete
+from codeglm.completion.pipeline import CompletionRequest, OpenDocument, complete
 from codeglm.languages import UnsupportedLanguageError, get_language, language_for_path
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from codeglm.context import CompletionContext, Snippet
+from codeglm.completion.context import CompletionContext, Snippet
 
 TokenCounter = Callable[[str], int]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import tree_sitter
 
-from codeglm.context import definitions_in, parse_text
+from codeglm.completion.context import definitions_in, parse_text
 from codeglm.languages import Language
 
 TokenCounter = Callable[[str], int]

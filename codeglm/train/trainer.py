@@ -2,7 +2,7 @@
 
     codeglm train /usr/lib/python3.11 /usr/share/go-1.19/src -o out/ --config small
 
-Steps: gather documents (``codeglm.train_data``), train a byte-level BPE with the
+Steps: gather documents (``codeglm.train.data``), train a byte-level BPE with the
 CodeGeeX whitespace-run tokens (or reuse ``--tokenizer``), pack the token stream into
 blocks of the context length, then AdamW with linear warmup and cosine decay, gradient
 accumulation, mixed precision where the hardware has it, periodic validation loss per
@@ -35,11 +35,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from codeglm.config import CodeGeeXConfig
 from codeglm.languages import get_language
-from codeglm.model import CodeGeeXForCausalLM
-from codeglm.tokenizer import CodeGeeXTokenizer, TokenizerFilesError, load_tokenizer
-from codeglm.train_data import block_order, blocks, gather, pack, render, train_tokenizer
+from codeglm.model.codegeex import CodeGeeXForCausalLM
+from codeglm.model.config import CodeGeeXConfig
+from codeglm.model.tokenizer import CodeGeeXTokenizer, TokenizerFilesError, load_tokenizer
+from codeglm.train.data import block_order, blocks, gather, pack, render, train_tokenizer
 
 STATE_DIR = "train-state"
 CHECKPOINT = "checkpoint.pt"

@@ -1,6 +1,6 @@
 """The ``codeglm`` command: a thin dispatcher over subcommands.
 
-Each subcommand lives in the module that does its work and exposes
+Each subcommand lives in a module that exposes
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when
 their subcommand runs, so ``codeglm --help`` stays fast.
 """
@@ -13,14 +13,14 @@ import sys
 
 # name -> (module, one-line help). Add a row to add a command.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "convert": ("codeglm.convert", "convert an original CodeGeeX checkpoint into a model directory"),
+    "convert": ("codeglm.model.convert", "convert an original CodeGeeX checkpoint into a model directory"),
     "eval": ("evals.cli", "HumanEval-X: generate, execute, report, selfcheck, translate, completion benchmark"),
-    "complete": ("codeglm.complete_cli", "complete code at a position in a file"),
-    "generate": ("codeglm.generate_cli", "continue a prompt with any backend, streamed to the terminal"),
-    "serve-api": ("codeglm.serve_api", "serve an OpenAI-compatible completions API in front of any backend"),
-    "translate": ("codeglm.translate_cli", "translate a file into another language (Python, Java, C++, JS, Go, Rust)"),
-    "serve": ("codeglm.serve_cli", "run the language server (LSP over stdio, or --tcp --port N)"),
-    "train": ("codeglm.train", "train a CodeGeeX-architecture model on source trees"),
+    "complete": ("codeglm.cli.complete", "complete code at a position in a file"),
+    "generate": ("codeglm.cli.generate", "continue a prompt with any backend, streamed to the terminal"),
+    "serve-api": ("codeglm.server.api", "serve an OpenAI-compatible completions API in front of any backend"),
+    "translate": ("codeglm.cli.translate", "translate a file into another language (Python, Java, C++, JS, Go, Rust)"),
+    "serve": ("codeglm.cli.serve", "run the language server (LSP over stdio, or --tcp --port N)"),
+    "train": ("codeglm.train.trainer", "train a CodeGeeX-architecture model on source trees"),
 }
 
 
@@ -57,6 +57,3 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,7 @@ Two kernels compute ``x @ W^T + b`` from that:
   tensor; the weights are exactly the per-channel int8 ones above. Used for inputs of
   2 to ``FBGEMM_MAX_ROWS`` rows (decode steps of several samples); larger inputs
   (prefill) use ``dequant``. A single row (a batch-1 decode step) goes to this
-  project's AVX2 kernel where it could be built (``codeglm.cpu_kernels``: ~20 us less
+  project's AVX2 kernel where it could be built (``codeglm.inference.cpu_kernels``: ~20 us less
   a call than fbgemm, activations rounded to 13 bits instead of 7).
 - ``dequant`` (any device, the GPU path): the int8 weight is converted to the
   activation dtype inside the matmul and the per-channel scale applied to the output -
@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codeglm.cpu_kernels import Int8Gemv, int8_gemv, kernel_extras
-from codeglm.model import output_cache
+from codeglm.inference.cpu_kernels import Int8Gemv, int8_gemv, kernel_extras
+from codeglm.model.codegeex import output_cache
 
 KERNELS = ("auto", "fbgemm", "dequant")
 # fbgemm quantizes all rows of an input with one activation scale, so a long prompt's

@@ -21,7 +21,7 @@ The rules, in the order they apply:
 * **Drop text duplicating what follows the cursor**: the rest of the line
   (auto-closed brackets, quotes, semicolons), a closing brace the editor already
   inserted, lines repeating the suffix's first lines.
-* **Never junk** (``added_errors``, ``codeglm.syntax_guard``): keep the longest run of
+* **Never junk** (``added_errors``, ``codeglm.syntax.guard``): keep the longest run of
   whole lines whose insertion adds no syntax error (ERROR or MISSING node in the
   inserted region that the document without it did not have); a completion cut short
   inside a block or a call is checked with what it left open closed. A single-line
@@ -48,7 +48,7 @@ import tree_sitter
 
 from codeglm.backends.base import FinishedCallback
 from codeglm.languages import Language, get_language
-from codeglm.syntax_guard import ERROR, ErrorSpan, SyntaxBaseline, clean_lines, new_errors, syntax_baseline
+from codeglm.syntax.guard import ERROR, ErrorSpan, SyntaxBaseline, clean_lines, new_errors, syntax_baseline
 
 OPENERS = {"(": ")", "[": "]", "{": "}"}
 CLOSERS = {")": "(", "]": "[", "}": "{"}
@@ -574,7 +574,7 @@ def _generated_open(events: list[tuple[int, str]]) -> list[tuple[int, str]]:
 
 def added_errors(site: CompletionSite, text: str, replaced: int = 0) -> list[ErrorSpan]:
     """Syntax errors that inserting ``text`` at the cursor adds where it goes (see
-    ``codeglm.syntax_guard``), forgiving what it leaves open: a completion cut short
+    ``codeglm.syntax.guard``), forgiving what it leaves open: a completion cut short
     inside a block or a call is unfinished, not wrong, so it is checked again with its
     brackets closed (a block's ``}`` on a line of its own); an open string is not.
 

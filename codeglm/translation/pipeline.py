@@ -4,7 +4,7 @@ The pipeline (plain data in, plain data out; the model only through a ``Backend`
 
 1. **Split.** A file whose prompt and translation fit the model's context is one unit;
    otherwise it is split into top-level units with tree-sitter
-   (``codeglm.translate_units``): the import block, constants, classes (a class too long
+   (``codeglm.translation.units``): the import block, constants, classes (a class too long
    for the context as its head and one unit per method), functions, statements.
 2. **Prompt.** Each unit gets the CodeGeeX translation prompt
    ``code translation\\n{Src}:\\n{source}\\n{Tgt}:\\n{target prefix}``. The source side
@@ -39,9 +39,9 @@ from codeglm.backends.base import (
     GenerationRequest,
     SamplingParams,
 )
-from codeglm.context import definitions_in, header_text, parse_text
+from codeglm.completion.context import definitions_in, header_text, parse_text
 from codeglm.languages import Language, get_language
-from codeglm.translate_units import (
+from codeglm.translation.units import (
     FUNCTION_NODES,
     LEADING_NODES,
     TYPE_NODES,
@@ -115,7 +115,7 @@ class UnitEvent:
     attempt at unit ``index``. ``attempt`` is the 0-based attempt the event is about
     (for "retry", which retry this is: 1 to ``max_retries``; for "done"/"failed", the
     retries used). ``message``: why the last attempt was rejected ("retry", "failed").
-    ``codeglm.translate_progress`` turns events into progress lines.
+    ``codeglm.translation.progress`` turns events into progress lines.
     """
 
     index: int

@@ -3,7 +3,7 @@
 A sample ends at the first occurrence of a stop string (not returned) or where the
 ``finished`` callback says. Streaming hands out only text that can no longer change:
 never the start of a stop string that the next piece might complete. The native
-engine applies the same rules to tokens (``codeglm.engine.SampleText``); these are the
+engine applies the same rules to tokens (``codeglm.inference.engine.SampleText``); these are the
 text-level twins, kept free of torch so the ``openai`` backend stays light.
 """
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codeglm.cpu_kernels import FloatGemv, float_gemv, kernel_extras
+from codeglm.inference.cpu_kernels import FloatGemv, float_gemv, kernel_extras
 
 ONEDNN_MAX_ROWS = 16
 # Weights of at most this many bytes stay with F.linear: measured break-even ~2 MiB
@@ -64,7 +64,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 class OneDNNLinear(nn.Linear):
     """An ``nn.Linear`` whose decode-step products run through oneDNN (``linear``), and
     one-row products of an (out, in) contiguous weight through this project's AVX2
-    kernel where it is built (``codeglm.cpu_kernels``: ~30 us less a call)."""
+    kernel where it is built (``codeglm.inference.cpu_kernels``: ~30 us less a call)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

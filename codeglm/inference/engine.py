@@ -7,8 +7,8 @@ batches as ``max_batch_size`` allows. In a batch each prompt is prefilled on its
 than recomputed) into the first row of its samples, left-padded to the batch's
 longest prompt, and copied to the rows of its other samples; then all rows decode
 together, one token per step, each step writing into the same preallocated cache
-(see ``codeglm.kv_cache``). Each row samples with its own request's parameters
-(``codeglm.sampling.choose_tokens``). Rows whose samples have ended are taken out of
+(see ``codeglm.inference.kv_cache``). Each row samples with its own request's parameters
+(``codeglm.inference.sampling.choose_tokens``). Rows whose samples have ended are taken out of
 the batch (their cache rows compacted away) once they are a quarter of it, so they
 stop costing compute while the others go on.
 
@@ -34,13 +34,18 @@ from typing import Protocol
 import torch
 
 from codeglm.backends.base import CancelToken, Completion, FinishedCallback, SamplingParams
-from codeglm.backends.text_rules import first_stop, held_back_length
-from codeglm.cpu_kernels import float_gemv
-from codeglm.kv_cache import CacheShape, StaticKVCache
-from codeglm.model import CodeGeeXForCausalLM, decode_step, fuse_attention_projections, use_decode_attention
-from codeglm.onednn import use_onednn_linears
-from codeglm.prefix_cache import PrefixCache
-from codeglm.sampling import RowGroup, choose_tokens, make_generator
+from codeglm.inference.cpu_kernels import float_gemv
+from codeglm.inference.kv_cache import CacheShape, StaticKVCache
+from codeglm.inference.onednn import use_onednn_linears
+from codeglm.inference.prefix_cache import PrefixCache
+from codeglm.inference.sampling import RowGroup, choose_tokens, make_generator
+from codeglm.inference.text_rules import first_stop, held_back_length
+from codeglm.model.codegeex import (
+    CodeGeeXForCausalLM,
+    decode_step,
+    fuse_attention_projections,
+    use_decode_attention,
+)
 
 # What ``--dtype`` may say, and the floating type the weights are loaded in.
 DTYPES: dict[str, torch.dtype] = {
@@ -257,7 +262,7 @@ def store_linear_weights_transposed(model: torch.nn.Module) -> int:
     ``Conv1D`` uses - for the widening projections and the logits (measured 23-25 GB/s
     against 15-16 GB/s on the benchmark machine), but (out, in) rows for the narrowing
     MLP output (22.6 against 16.8 GB/s), which therefore stays as it is. (The oneDNN
-    kernel that decode steps use where available, ``codeglm.onednn``, cares less: the
+    kernel that decode steps use where available, ``codeglm.inference.onednn``, cares less: the
     whole model decodes within 3% either way.)
     transformers' ``save_pretrained`` (5.23) cannot save such views (its tied-weight
     check calls ``view``): save a model before this, or from a fresh load.
@@ -282,8 +287,8 @@ def store_linear_weights_transposed(model: torch.nn.Module) -> int:
 def use_decode_layout(model: CodeGeeXForCausalLM) -> None:
     """Prepare the model's weights for decoding, in place: widening CPU linear weights
     stored (in, out) (``store_linear_weights_transposed``; only the logits' where the
-    AVX2 kernels of ``codeglm.cpu_kernels`` are built), large CPU fp32 linears computed
-    by oneDNN for few rows (``codeglm.onednn``), then each attention's
+    AVX2 kernels of ``codeglm.inference.cpu_kernels`` are built), large CPU fp32 linears computed
+    by oneDNN for few rows (``codeglm.inference.onednn``), then each attention's
     projections of the same input, float or int8, fused into one matmul
     (``fuse_attention_projections``, which keeps the memory order and the kernel), and
     the AVX2 one-query attention for decode steps (``use_decode_attention``).
@@ -625,7 +630,7 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "fp32") -> Co
     """A model directory (config.json + weights) loaded for inference.
 
     ``dtype`` is one of fp32, fp16, bf16 or int8 (weight-only int8 linears, see
-    ``codeglm.quantize``).
+    ``codeglm.inference.quantize``).
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
@@ -642,7 +647,7 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "fp32") -> Co
         model = CodeGeeXForCausalLM.from_pretrained(str(directory), dtype=torch_dtype)
     model = model.to(device).eval()
     if dtype == "int8":
-        from codeglm.quantize import quantize_int8
+        from codeglm.inference.quantize import quantize_int8
 
         quantize_int8(model)
     use_decode_layout(model)  # for decode speed
@@ -651,7 +656,7 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "fp32") -> Co
 
 def load_engine(path: str | Path, device: str = "cpu", dtype: str = "fp32", **engine_kwargs: int) -> Engine:
     """The model and the tokenizer saved in the same directory, as an ``Engine``."""
-    from codeglm.tokenizer import load_tokenizer
+    from codeglm.model.tokenizer import load_tokenizer
 
     model = load_model(path, device=device, dtype=dtype)
     return Engine(model, load_tokenizer(path), **engine_kwargs)

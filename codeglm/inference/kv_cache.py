@@ -4,7 +4,7 @@ Each cached layer has one key and one value buffer of shape (B, nh, capacity, hs
 A forward pass of T new tokens writes them at ``[length, length + T)`` and attends
 over the view ``[:length + T]``; no tensor grows and nothing is copied per step.
 
-The cache speaks the protocol ``codeglm.model`` expects (``update`` and
+The cache speaks the protocol ``codeglm.model.codegeex`` expects (``update`` and
 ``get_seq_length``, like transformers' ``DynamicCache``). ``length`` advances when the
 last layer has been written, so one model forward pass moves it once.
 

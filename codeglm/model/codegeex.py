@@ -26,9 +26,9 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
-from codeglm.config import CodeGeeXConfig
-from codeglm.cpu_kernels import DecodeAttention, decode_attention
-from codeglm.kv_cache import StaticKVCache
+from codeglm.inference.cpu_kernels import DecodeAttention, decode_attention
+from codeglm.inference.kv_cache import StaticKVCache
+from codeglm.model.config import CodeGeeXConfig
 
 
 def fast_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -386,7 +386,7 @@ def step_linear(
 
 
 def use_decode_attention(model: nn.Module) -> int:
-    """Give each attention layer the AVX2 decode attention (``codeglm.cpu_kernels``) where
+    """Give each attention layer the AVX2 decode attention (``codeglm.inference.cpu_kernels``) where
     it is built; returns how many layers got it. ``decode_step`` uses it for steps without
     a padding mask, SDPA otherwise."""
     kernel = decode_attention()

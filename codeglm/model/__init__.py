@@ -1,0 +1,1 @@
+"""The CodeGeeX model as transformers classes: config, model, tokenizer, checkpoint conversion."""

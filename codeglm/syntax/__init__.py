@@ -1,0 +1,1 @@
+"""tree-sitter parsing shared by completion and translation: the syntax guard."""

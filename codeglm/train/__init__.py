@@ -1,0 +1,1 @@
+"""Training a CodeGeeX-architecture model on source trees."""

@@ -1,0 +1,1 @@
+"""Translating whole files between languages: units, the pipeline, progress."""
