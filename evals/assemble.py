@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 
 from evals.dataset import Task
+from evals.toolchains import GO_PACKAGES
 
 # Counts failed console.assert calls and turns them into a failing exit status.
 JS_PRELOAD = """\
@@ -42,31 +43,6 @@ process.on('exit', () => {
 });
 """
 
-# Standard packages a Go generation or test may use without importing, by the name used
-# in code. The dataset's own imports are all among the first ten (the reference's list).
-GO_PACKAGES = {
-    "math": "math",
-    "strings": "strings",
-    "fmt": "fmt",
-    "strconv": "strconv",
-    "time": "time",
-    "bytes": "bytes",
-    "regexp": "regexp",
-    "sort": "sort",
-    "rand": "math/rand",
-    "md5": "crypto/md5",
-    "unicode": "unicode",
-    "utf8": "unicode/utf8",
-    "os": "os",
-    "errors": "errors",
-    "bits": "math/bits",
-    "big": "math/big",
-    "reflect": "reflect",
-    "hex": "encoding/hex",
-    "heap": "container/heap",
-    "list": "container/list",
-    "cmplx": "math/cmplx",
-}
 _GO_IMPORT_LINE = re.compile(r'"([^"]+)"')
 _GO_COMMENT_OR_STRING = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|`[^`]*`', re.S)
 

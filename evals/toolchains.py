@@ -80,6 +80,33 @@ def _rust_std_dir() -> str:
     return f"{sysroot}/lib/rustlib/x86_64-unknown-linux-gnu/lib"
 
 
+# Standard packages a Go generation or test may use without importing, by the name used
+# in code: ``evals.assemble`` adds the imports a program lacks. The dataset's own imports
+# are all among the first ten (the reference's list).
+GO_PACKAGES = {
+    "math": "math",
+    "strings": "strings",
+    "fmt": "fmt",
+    "strconv": "strconv",
+    "time": "time",
+    "bytes": "bytes",
+    "regexp": "regexp",
+    "sort": "sort",
+    "rand": "math/rand",
+    "md5": "crypto/md5",
+    "unicode": "unicode",
+    "utf8": "unicode/utf8",
+    "os": "os",
+    "errors": "errors",
+    "bits": "math/bits",
+    "big": "math/big",
+    "reflect": "reflect",
+    "hex": "encoding/hex",
+    "heap": "container/heap",
+    "list": "container/list",
+    "cmplx": "math/cmplx",
+}
+
 # Every package a Go program may import: the tests' own, and those assemble may add.
 GO_IMPORTABLE = ("testing", "github.com/stretchr/testify/assert")
 
@@ -92,8 +119,6 @@ def go_importcfg() -> Path:
     dependencies are compiled once into GOCACHE (GOPATH mode, offline) and copied under
     the cache dir, so nothing depends on GOCACHE's trimming later.
     """
-    from evals.assemble import GO_PACKAGES
-
     root = cache_dir() / "go"
     config = root / "importcfg"
     if config.is_file():

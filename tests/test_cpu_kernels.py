@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from _torch_fixtures import one_thread  # noqa: F401 (autouse)
 
 from codeglm.inference.cpu_kernels import build, cpu_has_avx2, float_gemv, int8_gemv
+from codeglm.inference.decode import step_linear
 from codeglm.inference.onednn import OneDNNLinear, linear
 from codeglm.inference.quantize import Int8Linear, fbgemm_available
-from codeglm.model.codegeex import fast_gelu, step_linear
+from codeglm.model.codegeex import fast_gelu
 
 # Rounding activations to 13 bits: |error| <= 2^-13 of a row's largest activation per
 # term; measured ~2e-4 of the largest output.

@@ -17,6 +17,7 @@ from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: 
 
 from codeglm.backends.base import CancelToken, SamplingParams
 from codeglm.inference.cpu_kernels import build
+from codeglm.inference.decode import fuse_attention_projections
 from codeglm.inference.engine import (
     Engine,
     PromptRequest,
@@ -29,7 +30,7 @@ from codeglm.inference.engine import (
 )
 from codeglm.inference.kv_cache import CacheShape, StaticKVCache
 from codeglm.inference.onednn import onednn_available, use_onednn_linears
-from codeglm.model.codegeex import CodeGeeXForCausalLM, fuse_attention_projections
+from codeglm.model.codegeex import CodeGeeXForCausalLM
 from codeglm.model.tokenizer import CodeGeeXTokenizer, load_tokenizer
 
 # Logits of two runs of the same tokens that take different paths (batched, padded,
@@ -258,15 +259,15 @@ def test_finished_callback_cuts_the_completion(model: CodeGeeXForCausalLM, token
 
 
 def test_streaming_holds_back_partial_utf8(model: CodeGeeXForCausalLM, tokenizer: CodeGeeXTokenizer) -> None:
-    from codeglm.inference.engine import SampleText
+    from codeglm.inference.text_rules import Sample
 
     text = "# 计算斐波那契数列 €\nx = 1"
     ids = tokenizer.encode(text)
     assert tokenizer.decode(ids[:3]).endswith("\ufffd")  # some character spans tokens
-    sample = SampleText(tokenizer, stop=["\nx ="], finished=None)
+    sample = Sample(stop=["\nx ="], finished=None, decode=tokenizer.decode)
     deltas = []
     for token in ids:
-        sample.add(token, tokenizer.eos_token_id)
+        sample.add_token(token, tokenizer.eos_token_id)
         deltas.append(sample.take_delta())
     assert all("\ufffd" not in d for d in deltas)
     assert "".join(deltas) == text[: text.find("\nx =")]

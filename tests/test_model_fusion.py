@@ -14,9 +14,10 @@ from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: 
 from torch.overrides import TorchFunctionMode
 
 from codeglm.inference.cpu_kernels import float_gemv
+from codeglm.inference.decode import fuse_attention_projections
 from codeglm.inference.engine import load_model, store_linear_weights_transposed, use_decode_layout
 from codeglm.inference.quantize import Int8Linear, fbgemm_available, quantize_int8
-from codeglm.model.codegeex import CodeGeeXForCausalLM, fuse_attention_projections, output_cache
+from codeglm.model.codegeex import CodeGeeXForCausalLM, output_cache
 
 LAYERS = 2
 # Fusing changes which matmul computes a projection, not the sums it makes; allow

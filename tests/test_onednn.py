@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: autouse)
 
+from codeglm.inference.decode import fuse_attention_projections
 from codeglm.inference.onednn import (
     ONEDNN_MAX_ROWS,
     OneDNNLinear,
@@ -17,7 +18,7 @@ from codeglm.inference.onednn import (
     use_onednn_linears,
 )
 from codeglm.inference.quantize import Int8Linear, quantize_int8
-from codeglm.model.codegeex import CodeGeeXForCausalLM, fuse_attention_projections
+from codeglm.model.codegeex import CodeGeeXForCausalLM
 
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN linear kernel")
 

@@ -8,14 +8,13 @@ decode step when its ``CancelToken`` is tripped.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-# Given the text generated so far, return the length to keep if the generation is
-# complete (e.g. the block at the cursor just closed), or None to go on.
-FinishedCallback = Callable[[str], "int | None"]
+# The plain types live with the engine (the lowest layer that uses them); the backends'
+# users import them from here.
+from codeglm.inference.types import CancelToken, Completion, FinishedCallback, SamplingParams
 
 
 class BackendError(RuntimeError):
@@ -27,41 +26,6 @@ class BackendError(RuntimeError):
 
 class CancelledError(BackendError):
     """Generation was cancelled through its ``CancelToken``."""
-
-
-class CancelToken:
-    """A flag another thread can trip; generation checks it once per decode step."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to pick tokens. ``temperature == 0`` means greedy."""
-
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
 
 
 @dataclass(frozen=True)
@@ -85,19 +49,6 @@ class GenerationRequest:
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One generated sample.
-
-    ``finish_reason`` is ``"stop"`` (stop string, finished callback or end of text),
-    ``"length"`` (max_new_tokens reached) or ``"cancelled"``.
-    """
-
-    text: str
-    finish_reason: str
-    generated_tokens: int
 
 
 @runtime_checkable

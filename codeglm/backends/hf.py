@@ -3,8 +3,8 @@
 ``hf:PATH`` loads ``AutoModelForCausalLM`` and ``AutoTokenizer`` from a local
 directory; a hub id is passed through to transformers (it downloads where there is a
 network). Text rules (stop strings, the ``finished`` callback, cancellation) run in a
-``StoppingCriteria`` that sees every new token, using the engine's ``SampleText`` so
-both backends cut text identically. Fill-in-the-middle is offered when the
+``StoppingCriteria`` that sees every new token, using the one ``Sample`` type so
+every backend cuts text identically. Fill-in-the-middle is offered when the
 tokenizer's vocabulary has one of the known FIM token triples.
 """
 
@@ -23,7 +23,7 @@ import codeglm.model.codegeex  # noqa: F401  (registers the codegeex model type 
 from codeglm.backends.base import BackendError, CancelToken, Completion, GenerationRequest, SamplingParams
 from codeglm.backends.cancel import AnyCancelToken
 from codeglm.backends.worker_stream import stream_from_worker
-from codeglm.inference.engine import SampleText
+from codeglm.inference.text_rules import Sample
 
 # (prefix, suffix, middle) markers, prompt laid out prefix-suffix-middle (PSM).
 FIM_TOKEN_TRIPLES: tuple[tuple[str, str, str], ...] = (
@@ -64,11 +64,10 @@ def context_length_of(config: Any, tokenizer: Any) -> int:
 
 
 class _TextTokenizer:
-    """The slice of a transformers tokenizer that ``SampleText`` uses, decoding verbatim."""
+    """A transformers tokenizer encoding and decoding verbatim (no special tokens added, no clean-up)."""
 
-    def __init__(self, tokenizer: Any, eos_token_id: int) -> None:
+    def __init__(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
-        self.eos_token_id = eos_token_id
 
     def encode(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=False))
@@ -78,10 +77,10 @@ class _TextTokenizer:
 
 
 class _TextRules(StoppingCriteria):
-    """Feeds each new token to its row's ``SampleText``; a row stops when its sample is done."""
+    """Feeds each new token to its row's ``Sample``; a row stops when its sample is done."""
 
     def __init__(
-        self, samples: list[SampleText], eos_ids: frozenset[int], cancel: CancelToken, on_step: Callable[[], None]
+        self, samples: list[Sample], eos_ids: frozenset[int], cancel: CancelToken, on_step: Callable[[], None]
     ) -> None:
         self.samples = samples
         self.eos_ids = eos_ids
@@ -90,7 +89,7 @@ class _TextRules(StoppingCriteria):
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
         for sample, token in zip(self.samples, input_ids[:, -1].tolist(), strict=True):
-            sample.add(token, token if token in self.eos_ids else -1)
+            sample.add_token(token, token if token in self.eos_ids else -1)
         self.on_step()
         if self.cancel.cancelled:
             for sample in self.samples:
@@ -114,7 +113,7 @@ class HFBackend:
             eos = tokenizer.eos_token_id
         self.eos_ids = frozenset(eos if isinstance(eos, list) else [] if eos is None else [eos])
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids), 0)
-        self._text = _TextTokenizer(tokenizer, next(iter(self.eos_ids), -1))
+        self._text = _TextTokenizer(tokenizer)
         self._lock = threading.Lock()  # one generate() at a time on the model
 
     @classmethod
@@ -167,14 +166,14 @@ class HFBackend:
             return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         return {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k}
 
-    def _new_samples(self, request: GenerationRequest, rows: int) -> list[SampleText]:
-        return [SampleText(self._text, request.stop, request.finished) for _ in range(rows)]
+    def _new_samples(self, request: GenerationRequest, rows: int) -> list[Sample]:
+        return [Sample(request.stop, request.finished, self._text.decode) for _ in range(rows)]
 
     def _run(
         self,
         ids: list[int],
         request: GenerationRequest,
-        samples: list[SampleText],
+        samples: list[Sample],
         cancel: CancelToken,
         on_step: Callable[[], None],
     ) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from codeglm.backends.base import BackendError, CancelToken, Completion, GenerationRequest
-from codeglm.inference.text_rules import TextSample, first_stop
+from codeglm.inference.text_rules import Sample, first_stop
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 DEFAULT_CONTEXT = 2048
@@ -277,12 +277,12 @@ class OpenAIBackend:
     def generate(self, request: GenerationRequest, cancel: CancelToken | None = None) -> list[Completion]:
         if cancel is None and request.finished is None:
             return self._generate_whole(request)
-        samples = [TextSample(request.stop, request.finished) for _ in range(request.n)]
+        samples = [Sample(request.stop, request.finished) for _ in range(request.n)]
         with self._events(request, request.n, cancel) as events:
             for event in events:
                 for choice in event.get("choices", []):
                     sample = samples[int(choice.get("index", 0)) % request.n]
-                    sample.add(choice.get("text") or "")
+                    sample.add_text(choice.get("text") or "")
                     if choice.get("finish_reason"):
                         sample.finish(sample.text, str(choice["finish_reason"]))
                 if cancel is not None and cancel.cancelled:
@@ -314,11 +314,11 @@ class OpenAIBackend:
         return self._stream(request, cancel)
 
     def _stream(self, request: GenerationRequest, cancel: CancelToken | None) -> Generator[str, None, Completion]:
-        sample = TextSample(request.stop, request.finished)
+        sample = Sample(request.stop, request.finished)
         with self._events(request, 1, cancel) as events:
             for event in events:
                 for choice in event.get("choices", []):
-                    sample.add(choice.get("text") or "")
+                    sample.add_text(choice.get("text") or "")
                     if choice.get("finish_reason"):
                         sample.finish(sample.text, str(choice["finish_reason"]))
                 if cancel is not None and cancel.cancelled:

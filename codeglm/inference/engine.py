@@ -33,19 +33,15 @@ from typing import Protocol
 
 import torch
 
-from codeglm.backends.base import CancelToken, Completion, FinishedCallback, SamplingParams
 from codeglm.inference.cpu_kernels import float_gemv
+from codeglm.inference.decode import decode_step, fuse_attention_projections, use_decode_attention
 from codeglm.inference.kv_cache import CacheShape, StaticKVCache
 from codeglm.inference.onednn import use_onednn_linears
 from codeglm.inference.prefix_cache import PrefixCache
 from codeglm.inference.sampling import RowGroup, choose_tokens, make_generator
-from codeglm.inference.text_rules import first_stop, held_back_length
-from codeglm.model.codegeex import (
-    CodeGeeXForCausalLM,
-    decode_step,
-    fuse_attention_projections,
-    use_decode_attention,
-)
+from codeglm.inference.text_rules import Sample
+from codeglm.inference.types import CancelToken, Completion, FinishedCallback, SamplingParams
+from codeglm.model.codegeex import CodeGeeXForCausalLM
 
 # What ``--dtype`` may say, and the floating type the weights are loaded in.
 DTYPES: dict[str, torch.dtype] = {
@@ -54,7 +50,6 @@ DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
     "int8": torch.float32,  # linears then quantized; activations stay floating point
 }
-REPLACEMENT_CHAR = "\ufffd"  # what decoding an incomplete UTF-8 sequence ends with
 DEFAULT_PREFIX_CACHE_TOKENS = 8192
 # Cache capacity grows in steps of this many positions, so that similar requests
 # reuse one allocation instead of each faulting in fresh pages.
@@ -67,68 +62,6 @@ class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
     def decode(self, ids: Sequence[int]) -> str: ...
-
-
-class SampleText:
-    """One sample's tokens and text, with the stop rules applied as tokens arrive."""
-
-    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str], finished: FinishedCallback | None) -> None:
-        self._tokenizer = tokenizer
-        self._stop = tuple(s for s in stop if s)
-        self._finished = finished
-        self.token_ids: list[int] = []
-        self.text = ""  # decoded so far, already cut at a stop string or a finished cut
-        self.finish_reason: str | None = None
-        self.emitted = 0  # characters handed out by ``take_delta``
-
-    @property
-    def done(self) -> bool:
-        return self.finish_reason is not None
-
-    def add(self, token_id: int, eos_token_id: int) -> None:
-        if self.done:
-            return
-        self.token_ids.append(token_id)
-        if token_id == eos_token_id:
-            self.finish(self.text, "stop")
-            return
-        text = self._tokenizer.decode(self.token_ids)
-        cut = first_stop(text, self._stop)
-        if cut is not None:
-            self.finish(text[:cut], "stop")
-            return
-        self.text = text
-        complete = text.rstrip(REPLACEMENT_CHAR)
-        if self._finished is not None and complete:
-            keep = self._finished(complete)
-            if keep is not None:
-                self.finish(complete[: max(0, keep)], "stop")
-
-    def finish(self, text: str, reason: str) -> None:
-        """End the sample with ``text`` (an incomplete trailing character dropped)."""
-        if self.done:
-            return
-        self.text = text.rstrip(REPLACEMENT_CHAR)
-        self.finish_reason = reason
-
-    def stable_text(self) -> str:
-        """The part of the text that later tokens cannot change."""
-        if self.done:
-            return self.text
-        text = self.text.rstrip(REPLACEMENT_CHAR)
-        return text[: len(text) - held_back_length(text, self._stop)]
-
-    def take_delta(self) -> str:
-        """Stable text not handed out before (text once handed out is never taken back)."""
-        stable = self.stable_text()
-        if len(stable) <= self.emitted:
-            return ""
-        delta = stable[self.emitted :]
-        self.emitted = len(stable)
-        return delta
-
-    def completion(self) -> Completion:
-        return Completion(text=self.text, finish_reason=self.finish_reason or "length", generated_tokens=len(self.token_ids))
 
 
 @dataclass(frozen=True)
@@ -220,7 +153,7 @@ def should_drop_finished_rows(finished: int, rows: int) -> bool:
 
 
 def sample_updates(
-    jobs: Sequence[Job], samples: Sequence[Sequence[SampleText]], ended: set[tuple[int, int]]
+    jobs: Sequence[Job], samples: Sequence[Sequence[Sample]], ended: set[tuple[int, int]]
 ) -> list[SampleUpdate]:
     """The updates of the jobs' samples since the last call; ``ended`` remembers which
     samples already had their last one."""
@@ -424,7 +357,7 @@ class Engine:
             )
 
     def _stream_requests(self, requests: tuple[PromptRequest, ...]) -> Generator[list[SampleUpdate], None, None]:
-        samples = [[SampleText(self.tokenizer, r.stop, r.finished) for _ in range(r.n)] for r in requests]
+        samples = [[Sample(r.stop, r.finished, self.tokenizer.decode) for _ in range(r.n)] for r in requests]
         ended: set[tuple[int, int]] = set()
         with self._lock:
             self.last_stats = GenerationStats()
@@ -498,7 +431,7 @@ class Engine:
 
     @torch.inference_mode()
     def _run(
-        self, batch: list[Job], requests: Sequence[PromptRequest], samples: Sequence[Sequence[SampleText]]
+        self, batch: list[Job], requests: Sequence[PromptRequest], samples: Sequence[Sequence[Sample]]
     ) -> Iterator[None]:
         """Generate one batch; yields after every step and once at the end."""
         device = self.cache_shape.device
@@ -549,7 +482,7 @@ class Engine:
                     groups.append(RowGroup(requests[job.prompt_index].params, generators[j], job.count, live))
             return groups
 
-        def row_samples() -> list[SampleText]:
+        def row_samples() -> list[Sample]:
             return [samples[batch[j].prompt_index][batch[j].first_sample + k] for j, k in row_keys]
 
         groups, live_samples = row_groups(), row_samples()
@@ -572,7 +505,7 @@ class Engine:
                 stats.prefill_seconds += time.perf_counter() - started
                 decode_started = time.perf_counter()
             for (j, _), sample, token in zip(row_keys, live_samples, next_tokens.tolist(), strict=True):
-                sample.add(token, eos)
+                sample.add_token(token, eos)
                 if len(sample.token_ids) >= batch[j].budget:
                     sample.finish(sample.text, "length")  # no-op when it has just ended otherwise
             yield
@@ -668,10 +601,7 @@ __all__ = [
     "GenerationStats",
     "Job",
     "PromptRequest",
-    "SampleText",
     "SampleUpdate",
-    "first_stop",
-    "held_back_length",
     "job_seed",
     "load_engine",
     "load_model",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from codeglm.backends.base import SamplingParams
+from codeglm.inference.types import SamplingParams
 
 
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
