@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from codeglm.backends.options import add_backend_argument, add_max_tokens_argument
+
 
 def k_list(text: str) -> list[int]:
     """``--k 1,10,100`` as a list of positive integers."""
@@ -60,9 +62,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, *, n: int, temperature: float) -> None:
     """Backend, samples per problem, sampling settings, seed and problem limit."""
-    parser.add_argument(
-        "--backend", default=None, help="backend spec, e.g. native:MODEL_DIR (default: the default model)"
-    )
+    add_backend_argument(parser)
     parser.add_argument("--n", type=positive_int, default=n, help=f"samples per problem (default {n})")
     parser.add_argument(
         "--batch-size", type=positive_int, default=20, help="samples per backend request (default 20)"
@@ -82,9 +82,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, *, n: int, temperatu
         default=0,
         help="sample from the k likeliest tokens only (default 0: off)",
     )
-    parser.add_argument(
-        "--max-new-tokens", type=positive_int, default=512, help="tokens per sample at most (default 512)"
-    )
+    add_max_tokens_argument(parser, default=512, help="tokens per sample at most", type=positive_int)
     parser.add_argument(
         "--seed", type=int, default=None, help="base seed; each sample's seed derives from it"
     )
@@ -116,7 +114,7 @@ def sampling_settings(args: argparse.Namespace) -> dict[str, Any]:
         "temperature": args.temperature,
         "top_p": args.top_p,
         "top_k": args.top_k,
-        "max_new_tokens": args.max_new_tokens,
+        "max_new_tokens": args.max_tokens,
         "seed": args.seed,
     }
 

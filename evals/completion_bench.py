@@ -39,6 +39,7 @@ from codeglm.backends.base import (
     Completion,
     GenerationRequest,
 )
+from codeglm.backends.options import add_backend_argument, add_max_tokens_argument
 from codeglm.completion.pipeline import CompletionRequest, complete
 from codeglm.languages import LANGUAGES, Language, UnsupportedLanguageError, get_language
 from codeglm.paths import humaneval_dir
@@ -350,15 +351,11 @@ class _CountingBackend:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--backend", default=None,
-        help="backend spec, e.g. native:MODEL_DIR (default: $CODEGLM_BACKEND or the default model); "
-        "'oracle' replays the true code to measure the cutting rules alone",
-    )
+    add_backend_argument(parser, "; 'oracle' replays the true code to measure the cutting rules alone")
     parser.add_argument("--language", default=",".join(HUMANEVAL_LANGUAGES),
                         help="comma-separated HumanEval-X languages (python,cpp,java,js,go,rust)")
     parser.add_argument("--limit", type=int, default=None, help="at most N cases per language")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
+    add_max_tokens_argument(parser, default=128)
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the metrics")
 
 
@@ -392,7 +389,7 @@ def run(args: argparse.Namespace) -> int:
         for name in names:
             humaneval_name = get_language(name).humaneval_name or name
             cases = build_cases(humaneval_name, args.limit)
-            results = run_cases(cases, backend, args.max_new_tokens)
+            results = run_cases(cases, backend, args.max_tokens)
             everything.extend(results)
             by_language[humaneval_name] = summarize(results)
             row = by_language[humaneval_name]

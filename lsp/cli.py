@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from codeglm.backends.options import add_backend_argument, add_max_tokens_argument
 from lsp.logs import LEVELS, configure_logging
 from lsp.settings import Settings
 
-BACKEND_ENV = "CODEGLM_BACKEND"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--backend",
-        default=os.environ.get(BACKEND_ENV),
-        help="backend spec: native:MODEL_DIR, hf:MODEL_DIR, openai:URL#MODEL "
-        f"(default: ${BACKEND_ENV}, else the default model shipped with codeglm)",
-    )
+    add_backend_argument(parser)
     transport = parser.add_mutually_exclusive_group()
     transport.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default)")
     transport.add_argument("--tcp", action="store_true", help="listen for one client over TCP instead of stdio")
     parser.add_argument("--host", default="127.0.0.1", help="TCP address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=2087, help="TCP port (default 2087)")
     parser.add_argument("--log-level", choices=LEVELS, default="info", help="stderr log level (default info)")
-    parser.add_argument("--max-tokens", type=int, help="default for codeglm.maxTokens")
+    add_max_tokens_argument(parser, default=None, help="default for codeglm.maxTokens")
     parser.add_argument("--temperature", type=float, help="default for codeglm.temperature")
 
 

@@ -121,7 +121,7 @@ def test_end_to_end_subprocess_with_a_real_model(tmp_path: Path, tiny_model: Pat
 @pytest.mark.slow
 def test_stdin_to_stdout(tiny_model: Path) -> None:
     run = _codeglm("-", "--from", "python", "--to", "cpp", "--backend", f"native:{tiny_model}",
-                   "--max-new-tokens", "8", "--retries", "0", "--quiet", stdin=PY_SOURCE)
+                   "--max-tokens", "8", "--retries", "0", "--quiet", stdin=PY_SOURCE)
     assert run.returncode in (0, translate_cli.EXIT_UNITS_FAILED), run.stderr
     assert run.stdout.strip()
     assert not parse_text(get_language("cpp"), run.stdout).root_node.has_error

@@ -187,7 +187,7 @@ def test_eval_translate_help_and_shared_argument_checks(capsys: pytest.CaptureFi
         codeglm_main(["eval", "translate", "generate", "--help"])
     out = capsys.readouterr().out
     # The options shared with ``codeglm eval generate``, with the translation task's defaults.
-    for option in ("--backend", "--n", "--batch-size", "--temperature", "--top-p", "--max-new-tokens", "--seed",
+    for option in ("--backend", "--n", "--batch-size", "--temperature", "--top-p", "--max-tokens", "--seed",
                    "--limit", "--output", "--data", "--pairs"):
         assert option in out, option
     assert "samples per problem (default 1)" in out and "(default 0.2)" in out

@@ -10,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from codeglm.backends import BACKEND_ENV, BackendError, load_backend
+from codeglm.backends import BackendError, load_backend
+from codeglm.backends.options import add_backend_argument, add_max_tokens_argument
 from codeglm.completion.pipeline import CompletionRequest, OpenDocument, complete
 from codeglm.languages import UnsupportedLanguageError, get_language, language_for_path
 
@@ -19,16 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="the source file")
     parser.add_argument("--line", type=int, required=True, help="0-based line of the cursor")
     parser.add_argument("--col", type=int, required=True, help="0-based column (character) of the cursor")
-    parser.add_argument(
-        "--backend",
-        default=None,
-        help=f"backend spec, e.g. native:MODEL_DIR, hf:MODEL_DIR, openai:URL#MODEL "
-        f"(default: ${BACKEND_ENV} or the default model)",
-    )
+    add_backend_argument(parser)
     parser.add_argument("--open", action="append", default=[], type=Path, metavar="OTHER_FILE",
                         help="another open document to draw definitions from (repeatable)")
     parser.add_argument("--language", help="language id (default: from the file extension)")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    add_max_tokens_argument(parser, default=64)
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
@@ -62,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         language_id=language.id,
         path=str(args.file),
         open_documents=tuple(others),
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_tokens,
         temperature=args.temperature,
     )
     try:

@@ -18,7 +18,6 @@ from collections.abc import Iterator, Sequence
 from typing import TextIO
 
 from codeglm.backends import (
-    BACKEND_ENV,
     Backend,
     BackendError,
     Completion,
@@ -26,6 +25,7 @@ from codeglm.backends import (
     SamplingParams,
     load_backend,
 )
+from codeglm.backends.options import add_backend_argument, add_max_tokens_argument
 
 # What ``--stop`` understands, so that ``--stop '\n\n'`` means two newlines.
 STOP_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
@@ -33,13 +33,8 @@ STOP_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", nargs="?", default=None, help="the text to continue (absent or -: read stdin)")
-    parser.add_argument(
-        "--backend",
-        default=None,
-        help=f"backend string, e.g. native:MODEL_DIR, hf:MODEL_DIR, openai:URL#MODEL "
-        f"(default: ${BACKEND_ENV} or the default model)",
-    )
-    parser.add_argument("--max-tokens", type=int, default=128, help="tokens to generate at most (default 128)")
+    add_backend_argument(parser)
+    add_max_tokens_argument(parser, default=128)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass, in (0, 1] (default 1)")
     parser.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (default 0: all)")

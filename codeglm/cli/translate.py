@@ -12,13 +12,13 @@ are in marked comments in it), 1 an error, 2 a usage error.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 from codeglm.backends.base import Backend, BackendError
+from codeglm.backends.options import add_backend_argument, add_max_tokens_argument
 from codeglm.languages import UnsupportedLanguageError, get_language, language_for_path
 from codeglm.translation.pipeline import (
     TranslationError,
@@ -32,7 +32,6 @@ from codeglm.translation.pipeline import (
 )
 from codeglm.translation.progress import progress_line
 
-BACKEND_ENV = "CODEGLM_BACKEND"
 EXIT_UNITS_FAILED = 3
 
 
@@ -42,17 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source_language", help="source language (default: from the file extension)")
     parser.add_argument("-o", "--output", help="output file, or - for stdout (default: the target's conventional name beside SRC)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    parser.add_argument(
-        "--backend",
-        default=os.environ.get(BACKEND_ENV),
-        help=f"backend spec, e.g. native:MODEL_DIR (default: ${BACKEND_ENV}, else the bundled default model)",
-    )
+    add_backend_argument(parser)
     parser.add_argument("--retries", type=int, default=2, help="retries per unit whose translation does not parse (default 2)")
     parser.add_argument("--temperature", type=float, default=0.0, help="first attempt's temperature (default 0: greedy)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", choices=("auto", "units"), default="auto",
                         help="auto: one piece when the file fits the model's context; units: always per unit")
-    parser.add_argument("--max-new-tokens", type=int, help="cap on the tokens generated per unit")
+    add_max_tokens_argument(parser, default=None, help="cap on the tokens generated per unit (default: what the unit needs)")
     parser.add_argument("--quiet", action="store_true", help="no per-unit progress (the summary is still printed)")
 
 
@@ -159,7 +154,7 @@ def _prepare(args: argparse.Namespace) -> tuple[TranslationRequest, Path | None]
         temperature=args.temperature,
         seed=args.seed,
         split=args.split,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_tokens,
     )
     return request, output
 

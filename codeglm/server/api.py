@@ -47,6 +47,7 @@ from codeglm.backends.base import (
 )
 from codeglm.backends.batch_entry import SampleListener
 from codeglm.backends.batching import BatchScheduler
+from codeglm.backends.options import add_backend_argument
 
 StrictNonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
 StrictPositiveInt = Annotated[int, Field(strict=True, ge=1)]
@@ -418,7 +419,7 @@ async def _stream_events(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default=None, help="backend string, e.g. native:PATH (default: the default model)")
+    add_backend_argument(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, required=True, help="port to listen on")
     parser.add_argument("--model-name", default=None, help="model id reported by /v1/models (default: from the backend)")
