@@ -23,6 +23,12 @@ def add_backend_argument(parser: argparse.ArgumentParser, more_help: str = "") -
     parser.add_argument("--backend", default=None, help=BACKEND_HELP + more_help)
 
 
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--dtype`` for the backends that load weights here (native, hf)."""
+    parser.add_argument("--device", default=None, help="torch device for native/hf backends, e.g. cpu or cuda:0")
+    parser.add_argument("--dtype", default=None, help="weights dtype for native/hf backends (fp32, fp16, bf16, int8)")
+
+
 class _OldSpelling(argparse.Action):
     """A hidden alias kept for one release: stores like the new option and says so once."""
 
@@ -49,4 +55,4 @@ def add_max_tokens_argument(
     parser.add_argument("--max-new-tokens", dest="max_tokens", type=type, action=_OldSpelling, new="--max-tokens")
 
 
-__all__ = ["BACKEND_HELP", "add_backend_argument", "add_max_tokens_argument"]
+__all__ = ["BACKEND_HELP", "add_backend_argument", "add_device_arguments", "add_max_tokens_argument"]

@@ -13,14 +13,14 @@ import sys
 
 # name -> (module, one-line help). Add a row to add a command.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "convert": ("codeglm.model.convert", "convert an original CodeGeeX checkpoint into a model directory"),
+    "convert": ("codeglm.cli.convert", "convert an original CodeGeeX checkpoint into a model directory"),
     "eval": ("evals.cli", "HumanEval-X: generate, execute, report, selfcheck, translate, completion benchmark"),
     "complete": ("codeglm.cli.complete", "complete code at a position in a file"),
     "generate": ("codeglm.cli.generate", "continue a prompt with any backend, streamed to the terminal"),
-    "serve-api": ("codeglm.server.api", "serve an OpenAI-compatible completions API in front of any backend"),
+    "serve-api": ("codeglm.cli.serve_api", "serve an OpenAI-compatible completions API in front of any backend"),
     "translate": ("codeglm.cli.translate", "translate a file into another language (Python, Java, C++, JS, Go, Rust)"),
     "serve": ("codeglm.cli.serve", "run the language server (LSP over stdio, or --tcp --port N)"),
-    "train": ("codeglm.train.trainer", "train a CodeGeeX-architecture model on source trees"),
+    "train": ("codeglm.cli.train", "train a CodeGeeX-architecture model on source trees"),
 }
 
 

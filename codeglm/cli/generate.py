@@ -25,7 +25,7 @@ from codeglm.backends import (
     SamplingParams,
     load_backend,
 )
-from codeglm.backends.options import add_backend_argument, add_max_tokens_argument
+from codeglm.backends.options import add_backend_argument, add_device_arguments, add_max_tokens_argument
 
 # What ``--stop`` understands, so that ``--stop '\n\n'`` means two newlines.
 STOP_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
@@ -42,8 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=1, help="samples of the prompt (default 1)")
     parser.add_argument("--stop", action="append", default=[],
                         help=r"a stop string, repeatable; \n, \t and \\ are understood")
-    parser.add_argument("--device", default=None, help="torch device for native/hf backends, e.g. cpu or cuda:0")
-    parser.add_argument("--dtype", default=None, help="weights dtype for native/hf backends (fp32, fp16, bf16, int8)")
+    add_device_arguments(parser)
 
 
 def unescape_stop(text: str) -> str:

@@ -18,10 +18,8 @@ OpenAI-style ``{"error": {"message": ...}}``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import sys
 import threading
 import time
 import uuid
@@ -47,7 +45,6 @@ from codeglm.backends.base import (
 )
 from codeglm.backends.batch_entry import SampleListener
 from codeglm.backends.batching import BatchScheduler
-from codeglm.backends.options import add_backend_argument
 
 StrictNonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
 StrictPositiveInt = Annotated[int, Field(strict=True, ge=1)]
@@ -415,47 +412,4 @@ async def _stream_events(
             token.cancel()  # a no-op after a full stream; stops generation if the client left
 
 
-# --- the command ---------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_backend_argument(parser)
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, required=True, help="port to listen on")
-    parser.add_argument("--model-name", default=None, help="model id reported by /v1/models (default: from the backend)")
-    parser.add_argument("--device", default=None, help="torch device for native/hf backends, e.g. cpu or cuda:0")
-    parser.add_argument("--dtype", default=None, help="weights dtype for native/hf backends (fp32, fp16, bf16, int8)")
-    parser.add_argument("--max-n", type=int, default=16, help="most samples per prompt (default 16)")
-    parser.add_argument("--batch-window-ms", type=float, default=10.0,
-                        help="how long to gather concurrent requests into one batch (default 10 ms)")
-    parser.add_argument("--max-batch-requests", type=int, default=8, help="most requests in one batch (default 8)")
-    parser.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
-
-
-def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from codeglm.backends import load_backend
-
-    try:
-        backend = load_backend(args.backend, progress=True, device=args.device, dtype=args.dtype)
-    except BackendError as error:
-        print(f"codeglm serve-api: {error}", file=sys.stderr)
-        return 1
-    settings = ServerSettings(
-        model_name=args.model_name or served_model_name(backend),
-        max_n=args.max_n,
-        max_choices=max(args.max_n, 64),
-        batch_window=args.batch_window_ms / 1000.0,
-        max_batch_requests=args.max_batch_requests,
-    )
-    app = create_app(backend, settings)
-    print(
-        f"codeglm serve-api: serving {backend.name} as {settings.model_name!r} at http://{args.host}:{args.port}/v1",
-        file=sys.stderr,
-    )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 0
-
-
-__all__ = ["CompletionBody", "ServerSettings", "add_arguments", "create_app", "plan_completion", "run"]
+__all__ = ["CompletionBody", "ServerSettings", "create_app", "plan_completion"]
