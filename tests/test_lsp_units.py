@@ -39,8 +39,23 @@ def test_broken_settings_name_every_bad_field_and_change_nothing() -> None:
         apply_settings(Settings(), {"enabledLanguages": "python"})
     with pytest.raises(SettingsError, match="JSON object"):
         apply_settings(Settings(), ["maxTokens", 3])
-    with pytest.raises(SettingsError, match="true or false"):
+    with pytest.raises(SettingsError, match=r"codeglm\.enabled: Input should be a valid boolean \(got 'yes'\)"):
         apply_settings(Settings(), {"enabled": "yes"})
+    # Strict types: no numbers from strings or booleans; snake_case keys name the camelCase field.
+    with pytest.raises(SettingsError, match=r"codeglm\.maxTokens: .*integer.*codeglm\.debounceMs: .*integer"):
+        apply_settings(Settings(), {"max_tokens": "32", "debounceMs": True})
+
+
+def test_settings_spell_fields_as_clients_do() -> None:
+    settings = apply_settings(Settings(), {"codeglm": {"max_tokens": 16, "topP": 0.5, "backend": " native:/m ",
+                                                       "enabledLanguages": "*", "contextLines": None}})
+    assert (settings.max_tokens, settings.top_p, settings.backend, settings.enabled_languages) == (16, 0.5, "native:/m", None)
+    assert settings.temperature == 0.0 and apply_settings(settings, {"temperature": 1}).temperature == 1.0
+    client = settings.to_client_json()
+    assert client["maxTokens"] == 16 and client["topP"] == 0.5 and client["enabledLanguages"] is None
+    assert set(client) == {"backend", "enabled", "maxTokens", "temperature", "topP", "debounceMs", "enabledLanguages",
+                           "contextLines", "loadWaitMs", "cacheSize"}
+    assert apply_settings(Settings(), {"backend": ""}).backend is None
 
 
 # --- positions ----------------------------------------------------------------------
