@@ -1,4 +1,5 @@
-"""The one table of languages: names, extensions, comment syntax, CodeGeeX tag, grammar.
+"""The one table of languages: names, extensions, comment syntax, CodeGeeX tag, grammar,
+and how HumanEval-X names each language and reports a failed assertion.
 
 Adding a language is adding a row here (and its ``tree-sitter-<language>`` package).
 Each row also carries the tree-sitter node types and queries that the completion
@@ -21,6 +22,19 @@ class UnsupportedLanguageError(ValueError):
 
 
 @dataclass(frozen=True)
+class UnitNodes:
+    """A language's top-level tree-sitter nodes by what translation makes of them
+    (``codeglm.translation.units`` splits a file into units by these)."""
+
+    types: frozenset[str] = frozenset()  # hold a body of members (the class-like things)
+    functions: frozenset[str] = frozenset()
+    constants: frozenset[str] = frozenset()  # declarations that are neither (constants, typedefs, fields)
+    leading: frozenset[str] = frozenset()  # belong to the item after them (comments, attributes, decorators)
+    wrappers: frozenset[str] = frozenset()  # take the kind of what they wrap
+    method_holders: frozenset[str] = frozenset()  # where a split class's methods go back in
+
+
+@dataclass(frozen=True)
 class Language:
     """One supported language.
 
@@ -36,6 +50,10 @@ class Language:
     ``block_types``: where a ``:`` / ``{`` ending a line opens a block of statements:
     for indentation languages the compound statements whose ``:`` starts their body,
     for brace languages the brace-delimited bodies (not literals or initializers).
+    ``humaneval_name``: the language's name in HumanEval-X file names (``humaneval_js``),
+    None for a language the benchmark does not have; ``humaneval_task_prefix``: in its
+    task ids (``CPP/12``); ``assertion_pattern``: a regular expression (multi-line) for
+    output that means a test assertion failed, as opposed to a crash.
     """
 
     id: str
@@ -55,6 +73,9 @@ class Language:
     # Python-like languages delimit blocks by indentation, the others by braces.
     indentation_blocks: bool = False
     block_types: frozenset[str] = frozenset()
+    humaneval_task_prefix: str | None = None
+    assertion_pattern: str | None = None
+    unit_nodes: UnitNodes = UnitNodes()
 
     def ts_language(self) -> tree_sitter.Language:
         """The tree-sitter grammar (loaded once per process)."""
@@ -115,6 +136,15 @@ LANGUAGES: tuple[Language, ...] = (
                 "finally_clause", "with_statement", "match_statement", "case_clause",
             }
         ),
+        humaneval_task_prefix="Python",
+        assertion_pattern='^AssertionError',
+        unit_nodes=UnitNodes(
+            types=frozenset({"class_definition"}),
+            functions=frozenset({"function_definition"}),
+            leading=frozenset({"comment", "decorator"}),
+            wrappers=frozenset({"decorated_definition"}),
+            method_holders=frozenset({"class_definition"}),
+        ),
     ),
     Language(
         id="java",
@@ -153,6 +183,15 @@ LANGUAGES: tuple[Language, ...] = (
                 "annotation_type_body",
             }
         ),
+        humaneval_task_prefix="Java",
+        assertion_pattern='java\\.lang\\.AssertionError',
+        unit_nodes=UnitNodes(
+            types=frozenset({"class_declaration", "interface_declaration", "enum_declaration", "record_declaration", "annotation_type_declaration"}),
+            functions=frozenset({"method_declaration", "constructor_declaration"}),
+            constants=frozenset({"local_variable_declaration", "field_declaration"}),
+            leading=frozenset({"line_comment", "block_comment"}),
+            method_holders=frozenset({"class_declaration"}),
+        ),
     ),
     Language(
         id="cpp",
@@ -186,6 +225,16 @@ LANGUAGES: tuple[Language, ...] = (
         identifier_types=frozenset({"identifier", "type_identifier", "field_identifier"}),
         file_naming="snake_case",
         block_types=frozenset({"compound_statement", "field_declaration_list", "declaration_list", "enumerator_list"}),
+        humaneval_task_prefix="CPP",
+        assertion_pattern="Assertion `.*' failed",
+        unit_nodes=UnitNodes(
+            types=frozenset({"class_specifier", "struct_specifier", "union_specifier", "enum_specifier", "namespace_definition"}),
+            functions=frozenset({"function_definition"}),
+            constants=frozenset({"declaration", "preproc_def", "preproc_function_def", "alias_declaration", "type_definition"}),
+            leading=frozenset({"comment"}),
+            wrappers=frozenset({"template_declaration"}),
+            method_holders=frozenset({"class_specifier", "struct_specifier"}),
+        ),
     ),
     Language(
         id="c",
@@ -245,6 +294,16 @@ LANGUAGES: tuple[Language, ...] = (
         identifier_types=frozenset({"identifier", "property_identifier"}),
         file_naming="camelCase",
         block_types=frozenset({"statement_block", "class_body", "switch_body"}),
+        humaneval_task_prefix="JavaScript",
+        assertion_pattern='console\\.assert failure|Assertion failed',
+        unit_nodes=UnitNodes(
+            types=frozenset({"class_declaration", "class"}),
+            functions=frozenset({"function_declaration", "generator_function_declaration", "method_definition"}),
+            constants=frozenset({"lexical_declaration", "variable_declaration"}),
+            leading=frozenset({"comment", "decorator"}),
+            wrappers=frozenset({"export_statement"}),
+            method_holders=frozenset({"class_declaration", "class"}),
+        ),
     ),
     Language(
         id="typescript",
@@ -312,6 +371,14 @@ LANGUAGES: tuple[Language, ...] = (
                 "type_switch_statement", "select_statement",
             }
         ),
+        humaneval_task_prefix="Go",
+        assertion_pattern='Error Trace:|--- FAIL:',
+        unit_nodes=UnitNodes(
+            types=frozenset({"type_declaration"}),
+            functions=frozenset({"function_declaration", "method_declaration"}),
+            constants=frozenset({"const_declaration", "var_declaration"}),
+            leading=frozenset({"comment"}),
+        ),
     ),
     Language(
         id="rust",
@@ -337,8 +404,31 @@ LANGUAGES: tuple[Language, ...] = (
         identifier_types=frozenset({"identifier", "type_identifier", "field_identifier"}),
         file_naming="snake_case",
         block_types=frozenset({"block", "declaration_list", "field_declaration_list", "enum_variant_list", "match_block"}),
+        humaneval_task_prefix="Rust",
+        assertion_pattern='assertion failed|assertion `left == right` failed|assertion `left != right` failed',
+        unit_nodes=UnitNodes(
+            types=frozenset({"struct_item", "enum_item", "union_item", "trait_item", "impl_item", "type_item", "mod_item"}),
+            functions=frozenset({"function_item", "function_signature_item", "macro_definition"}),
+            constants=frozenset({"const_item", "static_item"}),
+            leading=frozenset({"line_comment", "block_comment", "attribute_item", "inner_attribute_item"}),
+            method_holders=frozenset({"impl_item"}),
+        ),
     ),
 )
+
+
+# HumanEval-X's languages, in the benchmark's own order (its tables and reports use it).
+HUMANEVAL_X: tuple[str, ...] = ("python", "cpp", "java", "javascript", "go", "rust")
+# Every language's unit nodes together: tree-sitter node types are grammar-specific, so
+# translation can test a node against these without knowing its language.
+ALL_UNIT_NODES = UnitNodes(
+    **{
+        name: frozenset().union(*(getattr(lang.unit_nodes, name) for lang in LANGUAGES))
+        for name in UnitNodes.__dataclass_fields__
+    }
+)
+# CodeGeeX was trained to translate between these: translation is offered between any two.
+TRANSLATION_LANGUAGES: tuple[str, ...] = tuple(lang.id for lang in LANGUAGES if lang.humaneval_name)
 
 
 def _index() -> dict[str, Language]:

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from codeglm.languages import HUMANEVAL_X, Language, UnsupportedLanguageError, get_language
+
 
 @dataclass(frozen=True)
 class LanguageInfo:
@@ -31,18 +33,13 @@ class LanguageInfo:
     display_name: str
 
 
-LANGUAGES: dict[str, LanguageInfo] = {
-    info.id: info
-    for info in (
-        LanguageInfo("python", "python", "Python", "Python"),
-        LanguageInfo("cpp", "cpp", "CPP", "C++"),
-        LanguageInfo("java", "java", "Java", "Java"),
-        LanguageInfo("javascript", "js", "JavaScript", "JavaScript"),
-        LanguageInfo("go", "go", "Go", "Go"),
-        LanguageInfo("rust", "rust", "Rust", "Rust"),
-    )
-}
-_ALIASES = {"js": "javascript", "c++": "cpp", "py": "python", "rs": "rust", "golang": "go"}
+def _info(language: Language) -> LanguageInfo:
+    assert language.humaneval_name and language.humaneval_task_prefix, language.id
+    return LanguageInfo(language.id, language.humaneval_name, language.humaneval_task_prefix, language.display_name)
+
+
+# From the one language table, in the benchmark's order.
+LANGUAGES: dict[str, LanguageInfo] = {name: _info(get_language(name)) for name in HUMANEVAL_X}
 _BY_PREFIX = {info.task_prefix.lower(): info.id for info in LANGUAGES.values()}
 
 # Fields every record needs (non-empty strings), and the extra ones per language.
@@ -59,11 +56,14 @@ class DatasetError(ValueError):
 def language_id(name: str) -> str:
     """The project's language id for a name, alias or task-id prefix ("js", "CPP", ...)."""
     key = name.strip().lower()
-    key = _ALIASES.get(key, key)
-    if key in LANGUAGES:
-        return key
     if key in _BY_PREFIX:
         return _BY_PREFIX[key]
+    try:
+        found = get_language(key).id  # ids, aliases ("js", "c++", "golang") and extensions ("rs")
+    except UnsupportedLanguageError:
+        found = None
+    if found in LANGUAGES:
+        return found
     raise DatasetError(f"unknown language {name!r}; choose from {', '.join(LANGUAGES)}")
 
 

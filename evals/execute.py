@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from codeglm.languages import HUMANEVAL_X, get_language
 from evals.assemble import assemble
 from evals.dataset import DatasetError, Task, language_of_task
 from evals.sandbox import Isolation, Sandbox, StepResult, acquire_slot, probe_isolation
@@ -32,14 +33,9 @@ from evals.toolchains import prepare_shared_caches, toolchain
 STATUSES = ("passed", "failed", "timeout", "compile_error", "runtime_error", "sandbox_error")
 REASON_CHARS = 300
 
-# Output that means a test assertion failed (as opposed to a crash), per language.
+# Output that means a test assertion failed (as opposed to a crash), per language: from the language table.
 ASSERTION_PATTERNS = {
-    "python": re.compile(r"^AssertionError", re.M),
-    "cpp": re.compile(r"Assertion `.*' failed"),
-    "java": re.compile(r"java\.lang\.AssertionError"),
-    "javascript": re.compile(r"console\.assert failure|Assertion failed"),
-    "go": re.compile(r"Error Trace:|--- FAIL:"),
-    "rust": re.compile(r"assertion failed|assertion `left == right` failed|assertion `left != right` failed"),
+    name: re.compile(str(get_language(name).assertion_pattern), re.M) for name in HUMANEVAL_X
 }
 
 

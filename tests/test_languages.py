@@ -83,3 +83,27 @@ def test_file_naming_conventions() -> None:
     assert get_language("java").file_naming == "PascalCase"
     assert get_language("python").file_naming == "snake_case"
     assert get_language("rust").file_naming == "snake_case"
+
+
+def test_the_harness_and_translation_read_the_one_table() -> None:
+    """HumanEval-X names, task prefixes, assertion patterns and translation's unit nodes
+    are columns of the language table; the harness and translation derive theirs from it."""
+    from codeglm.languages import ALL_UNIT_NODES, HUMANEVAL_X, TRANSLATION_LANGUAGES, get_language
+    from codeglm.translation import units
+    from evals import dataset, execute
+
+    assert sorted(HUMANEVAL_X) == sorted(TRANSLATION_LANGUAGES)
+    for name in HUMANEVAL_X:
+        row = get_language(name)
+        assert row.humaneval_name and row.humaneval_task_prefix and row.assertion_pattern
+        assert row.unit_nodes.types and row.unit_nodes.functions and row.unit_nodes.leading
+        info = dataset.LANGUAGES[name]
+        assert (info.file_stem, info.task_prefix, info.display_name) == (
+            row.humaneval_name, row.humaneval_task_prefix, row.display_name)
+        assert execute.ASSERTION_PATTERNS[name].pattern == row.assertion_pattern
+        assert dataset.language_id(row.humaneval_task_prefix) == name == dataset.language_id(row.humaneval_name)
+    assert list(dataset.LANGUAGES) == list(HUMANEVAL_X)
+    assert units.TYPE_NODES == ALL_UNIT_NODES.types >= get_language("rust").unit_nodes.types
+    assert dataset.language_id("rs") == "rust" and dataset.language_id("c++") == "cpp"
+    with pytest.raises(dataset.DatasetError, match="unknown language 'typescript'"):
+        dataset.language_id("typescript")

@@ -27,6 +27,7 @@ from functools import cache
 import tree_sitter
 
 from codeglm.languages import Language
+from codeglm.syntax.nodes import body_of, line_start
 
 
 @dataclass(frozen=True)
@@ -302,22 +303,10 @@ def _node_text(source: bytes, start: int, end: int) -> str:
     return source[start:end].decode("utf-8", errors="replace")
 
 
-def _line_start(source: bytes, offset: int) -> int:
-    return source.rfind(b"\n", 0, offset) + 1
-
-
-def _body_of(node: tree_sitter.Node) -> tree_sitter.Node | None:
-    body = node.child_by_field_name("body")
-    if body is None and node.type == "type_declaration":
-        spec = node.named_children[0] if node.named_children else None
-        body = spec.child_by_field_name("type") if spec is not None else None
-    return body
-
-
 def header_text(node: tree_sitter.Node, source: bytes) -> str:
     """A definition's header: from its first line up to where its body starts."""
-    start = _line_start(source, node.start_byte)
-    body = _body_of(node)
+    start = line_start(source, node.start_byte)
+    body = body_of(node)
     end = body.start_byte if body is not None and body.start_byte > node.start_byte else node.end_byte
     for child in node.children:
         # Error recovery can put half-typed code between the ":" and the body.
@@ -335,14 +324,14 @@ def header_text(node: tree_sitter.Node, source: bytes) -> str:
 
 def _definition_text(node: tree_sitter.Node, source: bytes, language: Language) -> str:
     """The whole definition when short, else its header plus the headers of its members."""
-    start = _line_start(source, node.start_byte)
+    start = line_start(source, node.start_byte)
     # Count lines on the bytes first: a long definition is never decoded and dedented whole.
     if source.count(b"\n", start, node.end_byte) < SHORT_DEFINITION_LINES + 2:
         full = textwrap.dedent(_node_text(source, start, node.end_byte)).rstrip()
         if full.count("\n") < SHORT_DEFINITION_LINES:
             return full
     header = header_text(node, source)
-    body = _body_of(node)
+    body = body_of(node)
     members: list[str] = []
     if body is not None:
         for child in body.named_children:
@@ -364,7 +353,7 @@ def enclosing_headers(tree: tree_sitter.Tree, source: bytes, cursor_byte: int, l
     headers: list[str] = []
     while node is not None:
         if node.type in language.scope_types and node.start_byte < cursor_byte:
-            body = _body_of(node)
+            body = body_of(node)
             if body is None or body.start_byte <= cursor_byte:
                 headers.append(header_text(node, source))
         node = node.parent
@@ -514,7 +503,7 @@ def update_definitions(
     """
     low = min([edit.start_byte, *(r.start_byte for r in changed)])
     high = max([edit.new_end_byte, *(r.end_byte for r in changed)])
-    low = _line_start(source, low)
+    low = line_start(source, low)
     line_end = source.find(b"\n", high)
     high = len(source) if line_end < 0 else line_end
     shift = edit.new_end_byte - edit.old_end_byte

@@ -49,6 +49,7 @@ import tree_sitter
 from codeglm.backends.base import FinishedCallback
 from codeglm.languages import Language, get_language
 from codeglm.syntax.guard import ERROR, ErrorSpan, SyntaxBaseline, clean_lines, new_errors, syntax_baseline
+from codeglm.syntax.nodes import char_offset
 
 OPENERS = {"(": ")", "[": "]", "{": "}"}
 CLOSERS = {")": "(", "]": "[", "}": "{"}
@@ -251,10 +252,6 @@ def _indent_width(line: str) -> int:
     return len(indent.expandtabs(4))
 
 
-def _byte_to_char(text_bytes: bytes, byte_offset: int) -> int:
-    return len(text_bytes[:byte_offset].decode("utf-8", errors="ignore"))
-
-
 def _last_child_closes(node: tree_sitter.Node) -> bool:
     last = node.children[-1] if node.children else None
     return last is not None and last.type == "}" and not last.is_missing
@@ -347,7 +344,7 @@ def find_stop(site: CompletionSite, generation: str) -> int | None:
     if cut_byte is None:
         cut = _indentation_fallback(site, generation) if _opener_in_error(site, tree, text_bytes, cursor) else None
     else:
-        cut = _byte_to_char(text_bytes, cut_byte) - len(window)
+        cut = char_offset(text_bytes, cut_byte) - len(window)
     if duplicate is not None and (cut is None or duplicate < cut):
         return duplicate
     return cut
@@ -848,13 +845,13 @@ def truncate_generation(language: str, prompt: str, generation: str) -> str:
         return _reference_truncation(lang, generation)
     if lang.indentation_blocks:
         if innermost.end_byte > cursor and _content_after(text_bytes, innermost.end_byte):
-            return generation[: _byte_to_char(text_bytes, innermost.end_byte) - len(prompt)].rstrip()
+            return generation[: char_offset(text_bytes, innermost.end_byte) - len(prompt)].rstrip()
         if _content_after(text_bytes, cursor) and innermost.end_byte <= cursor:
             return _reference_truncation(lang, generation)
         return generation.rstrip()
     if not _last_child_closes(innermost):
         return _reference_truncation(lang, generation)
-    end = _byte_to_char(text_bytes, innermost.end_byte) - len(prompt)
+    end = char_offset(text_bytes, innermost.end_byte) - len(prompt)
     kept = generation[:end]
     rest = generation[end:]
     for outer in open_scopes[1:]:

@@ -40,7 +40,8 @@ from codeglm.backends.base import (
     SamplingParams,
 )
 from codeglm.completion.context import definitions_in, header_text, parse_text
-from codeglm.languages import Language, get_language
+from codeglm.languages import ALL_UNIT_NODES, TRANSLATION_LANGUAGES, Language, get_language
+from codeglm.syntax.nodes import char_offset
 from codeglm.translation.units import (
     FUNCTION_NODES,
     LEADING_NODES,
@@ -51,17 +52,13 @@ from codeglm.translation.units import (
     whole_file_unit,
 )
 
-# The six languages HumanEval-X covers; translation is offered between any two of them.
-TRANSLATION_LANGUAGES = ("python", "java", "cpp", "javascript", "go", "rust")
 # Output budget per unit: a translation is rarely more than twice its source.
 OUTPUT_FACTOR = 2
 OUTPUT_SLACK = 64
 # At most this many signatures of earlier units go into a prompt.
 MAX_SIGNATURES = 24
 # Containers that hold methods (where a split class's methods go back in).
-METHOD_HOLDERS = frozenset(
-    {"class_definition", "class_declaration", "class_specifier", "struct_specifier", "impl_item", "class"}
-)
+METHOD_HOLDERS = ALL_UNIT_NODES.method_holders
 JAVA_TYPES = frozenset({"class_declaration", "interface_declaration", "enum_declaration", "record_declaration"})
 
 ProgressCallback = Callable[["UnitEvent"], None]
@@ -251,10 +248,6 @@ def sampling_for_attempt(request: TranslationRequest, attempt: int, max_new_toke
 # --- validation ------------------------------------------------------------------------
 
 
-def _char_offset(data: bytes, byte_offset: int) -> int:
-    return len(data[:byte_offset].decode("utf-8", errors="ignore"))
-
-
 def _code_items(root: tree_sitter.Node) -> list[tree_sitter.Node]:
     return [c for c in root.children if c.is_named and c.type not in LEADING_NODES]
 
@@ -321,7 +314,7 @@ def trim_translation(target: Language, unit_kind: str, text: str) -> str:
         return text
     # Cut only where a new line starts at column 0 (a new top-level item), never inside
     # an item the grammar happened to accept a prefix of (a Go function without a body).
-    cut = _char_offset(data, good[-1].end_byte)
+    cut = char_offset(data, good[-1].end_byte)
     following = text[cut:]
     if not re.match(r"[ \t]*\n(\s*\n)*\S", following):
         return text
@@ -354,9 +347,9 @@ def make_finished(target: Language, unit_kind: str) -> FinishedCallback:
             is_import = item.type in target.import_types or kind_of(item, data, target) == "imports"
             if unit_kind == "imports" and not is_import:
                 # The imports are done once code starts: that code belongs to later units.
-                return _char_offset(data, items[index - 1].end_byte) if index > 0 else 0
+                return char_offset(data, items[index - 1].end_byte) if index > 0 else 0
             if index > 0 and not is_import and ((single and seen_code) or (name and name in names)):
-                return _char_offset(data, items[index - 1].end_byte)
+                return char_offset(data, items[index - 1].end_byte)
             names.add(name)
             seen_code = seen_code or not is_import
         return None
@@ -394,7 +387,7 @@ def _span_lines(text: str, data: bytes, node: tree_sitter.Node) -> tuple[int, in
     start = data.rfind(b"\n", 0, node.start_byte) + 1
     end = data.find(b"\n", node.end_byte)
     end = len(data) if end < 0 else end + 1
-    return _char_offset(data, start), _char_offset(data, end)
+    return char_offset(data, start), char_offset(data, end)
 
 
 def split_imports(target: Language, text: str) -> tuple[list[str], list[str], str]:
@@ -463,11 +456,11 @@ def merge_class(target: Language, head: str, members: list[str]) -> str:
     body = holder.child_by_field_name("body")
     assert body is not None
     if target.indentation_blocks:
-        insert_at = _char_offset(head_data, body.end_byte)
+        insert_at = char_offset(head_data, body.end_byte)
         indent = " " * body.start_point[1]
     else:
         closer = body.children[-1]
-        insert_at = _char_offset(head_data, closer.start_byte)
+        insert_at = char_offset(head_data, closer.start_byte)
         indent = "    "
     inner_parts: list[str] = []
     after: list[str] = []
@@ -483,7 +476,7 @@ def merge_class(target: Language, head: str, members: list[str]) -> str:
             else:
                 inner = data[member_body.children[0].end_byte : member_body.children[-1].start_byte]
             inner_parts.append(inner.decode("utf-8", errors="replace").strip("\n"))
-            outside = member[: _char_offset(data, same[0].start_byte)] + member[_char_offset(data, same[0].end_byte) :]
+            outside = member[: char_offset(data, same[0].start_byte)] + member[char_offset(data, same[0].end_byte) :]
             if outside.strip().strip(";"):
                 after.append(outside.strip())
         elif target.id != "go" and any(_has_definition(i, 0) for i in _code_items(parse_text(target, member).root_node)):

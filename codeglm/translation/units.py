@@ -20,69 +20,17 @@ from dataclasses import dataclass
 import tree_sitter
 
 from codeglm.completion.context import definitions_in, parse_text
-from codeglm.languages import Language
+from codeglm.languages import ALL_UNIT_NODES, Language
+from codeglm.syntax.nodes import body_of, line_start
 
 TokenCounter = Callable[[str], int]
 
-# Nodes that hold a body of members (the class-like things of the six languages).
-TYPE_NODES = frozenset(
-    {
-        "class_definition",  # Python
-        "class_declaration",  # Java, JavaScript
-        "interface_declaration",
-        "enum_declaration",
-        "record_declaration",
-        "annotation_type_declaration",
-        "class_specifier",  # C++
-        "struct_specifier",
-        "union_specifier",
-        "enum_specifier",
-        "namespace_definition",
-        "type_declaration",  # Go
-        "struct_item",  # Rust
-        "enum_item",
-        "union_item",
-        "trait_item",
-        "impl_item",
-        "type_item",
-        "mod_item",
-        "class",  # JavaScript class expression
-    }
-)
-FUNCTION_NODES = frozenset(
-    {
-        "function_definition",  # Python, C++
-        "function_declaration",  # JavaScript, Go
-        "generator_function_declaration",
-        "method_declaration",  # Go (and Java members)
-        "constructor_declaration",
-        "method_definition",  # JavaScript members
-        "function_item",  # Rust
-        "function_signature_item",
-        "macro_definition",
-    }
-)
-CONSTANT_NODES = frozenset(
-    {
-        "const_declaration",  # Go
-        "var_declaration",
-        "const_item",  # Rust
-        "static_item",
-        "declaration",  # C++
-        "preproc_def",
-        "preproc_function_def",
-        "alias_declaration",
-        "type_definition",
-        "lexical_declaration",  # JavaScript
-        "variable_declaration",
-        "local_variable_declaration",  # Java at top level (a snippet)
-        "field_declaration",
-    }
-)
-# Nodes that belong to the item after them.
-LEADING_NODES = frozenset({"comment", "line_comment", "block_comment", "attribute_item", "inner_attribute_item", "decorator"})
-# Wrappers whose kind is the kind of what they wrap.
-WRAPPER_NODES = frozenset({"decorated_definition", "template_declaration", "export_statement"})
+# Node types by what a unit is, from the language table (each row's ``unit_nodes``).
+TYPE_NODES = ALL_UNIT_NODES.types
+FUNCTION_NODES = ALL_UNIT_NODES.functions
+CONSTANT_NODES = ALL_UNIT_NODES.constants
+LEADING_NODES = ALL_UNIT_NODES.leading
+WRAPPER_NODES = ALL_UNIT_NODES.wrappers
 
 
 @dataclass(frozen=True)
@@ -115,10 +63,6 @@ class Unit:
 
 def _text(source: bytes, start: int, end: int) -> str:
     return source[start:end].decode("utf-8", errors="replace")
-
-
-def _line_start(source: bytes, offset: int) -> int:
-    return source.rfind(b"\n", 0, offset) + 1
 
 
 def _line_end(source: bytes, offset: int) -> int:
@@ -231,7 +175,7 @@ def _groups(root: tree_sitter.Node, source: bytes, language: Language) -> list[_
 
 
 def _unit_from_span(kind: str, name: str, source: bytes, start: int, end: int) -> Unit:
-    start = _line_start(source, start)
+    start = line_start(source, start)
     end = _line_end(source, end)
     return Unit(
         kind=kind,
@@ -243,11 +187,7 @@ def _unit_from_span(kind: str, name: str, source: bytes, start: int, end: int) -
 
 
 def _body_of(node: tree_sitter.Node) -> tree_sitter.Node | None:
-    inner = _inner(node)
-    body = inner.child_by_field_name("body")
-    if body is None and inner.type == "type_declaration" and inner.named_children:
-        body = inner.named_children[0].child_by_field_name("type")
-    return body
+    return body_of(_inner(node))
 
 
 def _is_member_function(node: tree_sitter.Node) -> bool:
@@ -279,23 +219,23 @@ def _split_type(group: _Group, source: bytes, name: str, indentation_blocks: boo
         return None
     if indentation_blocks:
         header_end = body.start_byte
-        header = _text(source, _line_start(source, group.start_byte), _line_start(source, header_end)).rstrip()
+        header = _text(source, line_start(source, group.start_byte), line_start(source, header_end)).rstrip()
         footer = ""
         footer_start = body.end_byte
     else:
         # The body's first child is its opening brace; its last the closing one.
         opener = body.children[0] if body.children else body
         header_end = opener.end_byte
-        header = _text(source, _line_start(source, group.start_byte), header_end)
+        header = _text(source, line_start(source, group.start_byte), header_end)
         closer = body.children[-1] if body.children else body
         footer_start = closer.start_byte
         footer = _text(source, footer_start, _line_end(source, group.nodes[-1].end_byte)).strip()
     # The head: everything in the class except the methods.
     pieces: list[str] = [header]
     # Python's block starts at its first statement: keep that line (a docstring, a field).
-    cursor = _line_start(source, header_end) if indentation_blocks else header_end
+    cursor = line_start(source, header_end) if indentation_blocks else header_end
     for start, method in methods:
-        pieces.append(_text(source, cursor, _line_start(source, start)))
+        pieces.append(_text(source, cursor, line_start(source, start)))
         cursor = _line_end(source, method.end_byte) + 1
     tail = _text(source, min(cursor, footer_start), _line_end(source, group.nodes[-1].end_byte))
     rest = re.sub(r"\n\s*\n(\s*\n)+", "\n\n", "".join(pieces[1:]) + tail)
@@ -309,7 +249,7 @@ def _split_type(group: _Group, source: bytes, name: str, indentation_blocks: boo
         head_text = (header + "\n" + rest.strip("\n")).rstrip()
         if not head_text.endswith(footer):
             head_text += "\n" + footer
-    first_line = source.count(b"\n", 0, _line_start(source, group.start_byte))
+    first_line = source.count(b"\n", 0, line_start(source, group.start_byte))
     units = [
         Unit(
             kind="head",
