@@ -1,4 +1,4 @@
-"""What the loop rule of ``codeglm.completion.postprocess`` changes: completions with and without it.
+"""What the loop rule (``codeglm.completion.loops``) changes: completions with and without it.
 
 HumanEval-X prompts (40 Python, 20 each of JavaScript, Java, C++), the cursor where the
 function body starts, greedy, up to 96 new tokens, the default model unless ``--backend``.
@@ -53,7 +53,7 @@ def main() -> None:
     cases = requests()
     for task_id, request in cases:
         with_rule = complete(request, backend)
-        with mock.patch.object(postprocess, "_loop_stop", lambda *args, **kwargs: None):
+        with mock.patch.object(postprocess, "loop_stop", lambda *args, **kwargs: None):
             without_rule = complete(request, backend)
         tokens_with += 0 if with_rule is None else with_rule.generated_tokens
         tokens_without += 0 if without_rule is None else without_rule.generated_tokens

@@ -2,7 +2,7 @@
 
 The prompt is the CodeGeeX language tag line followed by the text ``assemble`` puts
 before the generation (``evals.assemble.generation_prompt``). Each raw generation is cut
-where the prompt's function is complete by ``codeglm.completion.postprocess.truncate_generation``
+where the prompt's function is complete by ``evals.truncation.truncate_generation``
 (the completion pipeline's rule; ``reference_cut`` below only if that module is absent).
 
 A sample line is ``{"task_id", "completion_id", "prompt", "generation"}``: the reference
@@ -74,7 +74,7 @@ def reference_cut(language: str, prompt: str, generation: str) -> str:
 
 def load_truncate() -> Truncate:
     try:
-        from codeglm.completion.postprocess import truncate_generation
+        from evals.truncation import truncate_generation
     except ImportError:
         return reference_cut
     return truncate_generation

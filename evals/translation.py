@@ -12,7 +12,7 @@ release)::
 
 with ``Src``/``Tgt`` among Python, C++, Java, JavaScript, Go, Rust. The model continues
 the target's declaration; the generation is cut where that function is complete
-(``codeglm.completion.postprocess.truncate_generation``) and judged by the target's tests: the
+(``evals.truncation.truncate_generation``) and judged by the target's tests: the
 program is the target's declaration + generation + test, assembled and run by the
 harness (``evals.assemble`` / ``evals.execute``) as for the generation task.
 
@@ -146,8 +146,8 @@ def generate_pair(
 ) -> int:
     """Append samples for one pair until each problem has ``settings.n``; returns how many were made."""
     from codeglm.backends.base import GenerationRequest, SamplingParams
-    from codeglm.completion.postprocess import truncate_generation
     from evals.generate import existing_counts, generate_or_error
+    from evals.truncation import truncate_generation
 
     sources, targets = _by_number(tasks, pair.source), _by_number(tasks, pair.target)
     numbers = sorted(set(sources) & set(targets))

@@ -2,7 +2,7 @@
 is small and fast, and completes Python, Java and Go code that parses.
 
 The parse rate is measured on ``PREFIXES`` (greedy decoding, 96 new tokens, cut by
-``codeglm.completion.postprocess.truncate_generation``): a completion counts when it is not blank
+``evals.truncation.truncate_generation``): a completion counts when it is not blank
 and prefix + completion + ``SUFFIXES`` (what closes the file: the class of a Java
 method) parses with the language's tree-sitter grammar. ``python tests/test_default_model.py`` prints the rates stated in
 docs/default-model.md; the test requires at least ``MIN_PARSE_RATE`` per language.
@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from codeglm.completion.postprocess import truncate_generation
 from codeglm.defaults import DEFAULT_MODEL_DIR, default_backend_spec, default_model_path
 from codeglm.languages import get_language
 from codeglm.model.codegeex import CodeGeeXForCausalLM
 from codeglm.model.tokenizer import load_tokenizer
+from evals.truncation import truncate_generation
 
 MAX_NEW_TOKENS = 96
 MAX_PACKAGE_BYTES = 25 * 1024 * 1024

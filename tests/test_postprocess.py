@@ -10,13 +10,10 @@ import re
 
 import pytest
 
-from codeglm.completion.postprocess import (
-    completion_site,
-    find_stop,
-    loop_cuts,
-    make_finished_callback,
-    postprocess,
-)
+from codeglm.completion.loops import loop_cuts
+from codeglm.completion.postprocess import make_finished_callback, postprocess
+from codeglm.completion.site import completion_site
+from codeglm.completion.stops import find_stop
 from codeglm.languages import get_language
 
 CURSOR = "█"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from codeglm.completion.postprocess import truncate_generation
 from evals.completion_bench import load_problems
+from evals.truncation import truncate_generation
 
 # Canonical solutions that hold more than the one function (a helper after it, stray
 # preprocessor lines) are cut after the first function, as they should be; they are the

@@ -12,7 +12,9 @@ import re
 
 import pytest
 
-from codeglm.completion.postprocess import JUNK_LINES, completion_site, make_finished_callback, postprocess
+from codeglm.completion.junk import JUNK_LINES
+from codeglm.completion.postprocess import make_finished_callback, postprocess
+from codeglm.completion.site import completion_site
 from codeglm.languages import get_language
 from codeglm.syntax.guard import ERROR, MISSING, clean_lines, new_errors, syntax_baseline
 

@@ -19,8 +19,9 @@ from codeglm.backends.base import (
     SamplingParams,
 )
 from codeglm.completion.context import ContextCache, SourceDocument, extract_context
-from codeglm.completion.postprocess import completion_site, make_finished_callback, postprocess
+from codeglm.completion.postprocess import make_finished_callback, postprocess
 from codeglm.completion.prompts import build_prompt
+from codeglm.completion.site import completion_site
 from codeglm.languages import Language, UnsupportedLanguageError, get_language, language_for_path
 
 __all__ = [
