@@ -18,17 +18,11 @@ from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: 
 from codeglm.backends.base import CancelToken, SamplingParams
 from codeglm.inference.cpu_kernels import build
 from codeglm.inference.decode import fuse_attention_projections
-from codeglm.inference.engine import (
-    Engine,
-    PromptRequest,
-    load_engine,
-    load_model,
-    plan_batches,
-    should_drop_finished_rows,
-    split_into_jobs,
-    use_decode_layout,
-)
+from codeglm.inference.engine import Engine
+from codeglm.inference.jobs import PromptRequest, plan_batches, should_drop_finished_rows, split_into_jobs
 from codeglm.inference.kv_cache import CacheShape, StaticKVCache
+from codeglm.inference.layout import use_decode_layout
+from codeglm.inference.loading import load_engine, load_model
 from codeglm.inference.onednn import onednn_available, use_onednn_linears
 from codeglm.model.codegeex import CodeGeeXForCausalLM
 from codeglm.model.tokenizer import CodeGeeXTokenizer, load_tokenizer

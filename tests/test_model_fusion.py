@@ -15,7 +15,8 @@ from torch.overrides import TorchFunctionMode
 
 from codeglm.inference.cpu_kernels import float_gemv
 from codeglm.inference.decode import fuse_attention_projections
-from codeglm.inference.engine import load_model, store_linear_weights_transposed, use_decode_layout
+from codeglm.inference.layout import store_linear_weights_transposed, use_decode_layout
+from codeglm.inference.loading import load_model
 from codeglm.inference.quantize import Int8Linear, fbgemm_available, quantize_int8
 from codeglm.model.codegeex import CodeGeeXForCausalLM, output_cache
 

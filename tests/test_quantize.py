@@ -13,7 +13,8 @@ from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: 
 from torch import nn
 
 from codeglm.backends.base import SamplingParams
-from codeglm.inference.engine import Engine, load_model
+from codeglm.inference.engine import Engine
+from codeglm.inference.loading import load_model
 from codeglm.inference.quantize import (
     Int8Linear,
     linear_bytes,

@@ -23,7 +23,8 @@ from codeglm.backends.cancel import AnyCancelToken
 from codeglm.backends.worker_stream import stream_from_worker
 
 if TYPE_CHECKING:
-    from codeglm.inference.engine import Engine, PromptRequest
+    from codeglm.inference.engine import Engine
+    from codeglm.inference.jobs import PromptRequest
 
 
 class NativeBackend:
@@ -49,7 +50,8 @@ class NativeBackend:
         """Load the model and tokenizer saved in ``path`` (a ``codeglm convert`` output)."""
         from tqdm import tqdm
 
-        from codeglm.inference.engine import DEFAULT_PREFIX_CACHE_TOKENS, Engine, load_model
+        from codeglm.inference.engine import DEFAULT_PREFIX_CACHE_TOKENS, Engine
+        from codeglm.inference.loading import load_model
         from codeglm.model.tokenizer import TokenizerFilesError, load_tokenizer
 
         directory = Path(path).expanduser()
@@ -121,7 +123,7 @@ class NativeBackend:
 
     @staticmethod
     def _prompt_request(engine: Engine, request: GenerationRequest, cancel: CancelToken | None) -> PromptRequest:
-        from codeglm.inference.engine import PromptRequest
+        from codeglm.inference.jobs import PromptRequest
 
         tokens = tuple(engine.tokenizer.encode(request.prompt))
         return PromptRequest(tokens, request.params, request.n, tuple(request.stop), request.finished, cancel)

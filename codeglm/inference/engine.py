@@ -26,150 +26,34 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
+from dataclasses import dataclass
 
 import torch
 
-from codeglm.inference.cpu_kernels import float_gemv
-from codeglm.inference.decode import decode_step, fuse_attention_projections, use_decode_attention
+from codeglm.inference.decode import decode_step
+from codeglm.inference.jobs import (
+    Job,
+    PromptRequest,
+    SampleUpdate,
+    Tokenizer,
+    job_seed,
+    plan_batches,
+    sample_updates,
+    should_drop_finished_rows,
+    split_into_jobs,
+)
 from codeglm.inference.kv_cache import CacheShape, StaticKVCache
-from codeglm.inference.onednn import use_onednn_linears
+from codeglm.inference.layout import use_decode_layout
 from codeglm.inference.prefix_cache import PrefixCache
 from codeglm.inference.sampling import RowGroup, choose_tokens, make_generator
 from codeglm.inference.text_rules import Sample
 from codeglm.inference.types import CancelToken, Completion, FinishedCallback, SamplingParams
 from codeglm.model.codegeex import CodeGeeXForCausalLM
 
-# What ``--dtype`` may say, and the floating type the weights are loaded in.
-DTYPES: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-    "int8": torch.float32,  # linears then quantized; activations stay floating point
-}
 DEFAULT_PREFIX_CACHE_TOKENS = 8192
 # Cache capacity grows in steps of this many positions, so that similar requests
 # reuse one allocation instead of each faulting in fresh pages.
 CAPACITY_STEP = 256
-
-
-class Tokenizer(Protocol):
-    eos_token_id: int
-
-    def encode(self, text: str) -> list[int]: ...
-
-    def decode(self, ids: Sequence[int]) -> str: ...
-
-
-@dataclass(frozen=True)
-class PromptRequest:
-    """``n`` samples of one prompt (token ids) with their own sampling parameters, stop
-    strings, ``finished`` callback and cancel token. Requests that differ in any of
-    these still share a batch."""
-
-    tokens: tuple[int, ...]
-    params: SamplingParams = field(default_factory=SamplingParams)
-    n: int = 1
-    stop: tuple[str, ...] = ()
-    finished: FinishedCallback | None = None
-    cancel: CancelToken | None = None
-
-    def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ValueError(f"n must be >= 1, got {self.n}")
-
-    @property
-    def cancelled(self) -> bool:
-        return self.cancel is not None and self.cancel.cancelled
-
-
-@dataclass(frozen=True)
-class SampleUpdate:
-    """What one sample did since the last update: new stable text (``delta``, possibly
-    empty) and, in its last update, its ``completion``."""
-
-    prompt_index: int
-    sample_index: int
-    delta: str
-    completion: Completion | None = None
-
-
-@dataclass(frozen=True)
-class Job:
-    """``count`` samples of prompt ``prompt_index``, numbered from ``first_sample``, each
-    generating at most ``budget`` tokens."""
-
-    prompt_index: int
-    tokens: tuple[int, ...]
-    first_sample: int
-    count: int
-    budget: int
-
-
-def split_into_jobs(requests: Sequence[PromptRequest], max_rows: int, context: int) -> list[Job]:
-    """One job per request, or more when it has more than ``max_rows`` samples; a job's
-    budget is its ``max_new_tokens`` clipped to the room its prompt leaves."""
-    return [
-        Job(i, request.tokens, first, min(max_rows, request.n - first),
-            min(request.params.max_new_tokens, context - len(request.tokens)))
-        for i, request in enumerate(requests)
-        for first in range(0, request.n, max_rows)
-    ]
-
-
-def plan_batches(jobs: Sequence[Job], max_rows: int, context: int) -> list[list[Job]]:
-    """Group jobs into batches of at most ``max_rows`` rows, first come first placed.
-
-    A job joins a batch only if the batch's longest prompt plus its largest budget
-    still fits the context (rows are left-padded to the longest prompt), so batching
-    never shortens a completion.
-    """
-    batches: list[list[Job]] = []
-    for job in jobs:
-        for batch in batches:
-            rows = sum(j.count for j in batch) + job.count
-            longest = max(len(j.tokens) for j in (*batch, job))
-            steps = max(j.budget for j in (*batch, job))
-            if rows <= max_rows and longest + steps <= context:
-                batch.append(job)
-                break
-        else:
-            batches.append([job])
-    return batches
-
-
-def should_drop_finished_rows(finished: int, rows: int) -> bool:
-    """Whether to take ``finished`` rows out of a batch of ``rows`` before the next step.
-
-    Dropping moves every remaining row's cache (about what one step's attention reads),
-    while a finished row left in costs a share of every later step. So rows are dropped
-    once they are a quarter of the batch: at once in batches of up to four rows, by
-    twos in a batch of eight.
-    """
-    return finished > 0 and 4 * finished >= rows
-
-
-def sample_updates(
-    jobs: Sequence[Job], samples: Sequence[Sequence[Sample]], ended: set[tuple[int, int]]
-) -> list[SampleUpdate]:
-    """The updates of the jobs' samples since the last call; ``ended`` remembers which
-    samples already had their last one."""
-    updates = []
-    for job in jobs:
-        for k in range(job.first_sample, job.first_sample + job.count):
-            if (job.prompt_index, k) in ended:
-                continue
-            sample = samples[job.prompt_index][k]
-            delta = sample.take_delta()
-            if sample.done:
-                ended.add((job.prompt_index, k))
-                updates.append(SampleUpdate(job.prompt_index, k, delta, sample.completion()))
-            elif delta:
-                updates.append(SampleUpdate(job.prompt_index, k, delta))
-    return updates
 
 
 @dataclass
@@ -183,58 +67,6 @@ class GenerationStats:
     decode_seconds: float = 0.0
     rows: int = 0
     dropped_rows: int = 0  # finished rows taken out of their batch before it ended
-
-
-def store_linear_weights_transposed(model: torch.nn.Module) -> int:
-    """Keep each CPU linear weight (out, in) with at least as many outputs as inputs as the
-    transpose of an (in, out) contiguous tensor; returns how many weights were moved.
-
-    Values, shapes, parameter names and weight tying stay as they were; only the memory
-    order changes. For ``x @ W^T`` with few rows of ``x`` (a decode step) the BLAS (MKL)
-    reads ``W`` fastest in long contiguous rows: (in, out) rows - the layout GPT-2's
-    ``Conv1D`` uses - for the widening projections and the logits (measured 23-25 GB/s
-    against 15-16 GB/s on the benchmark machine), but (out, in) rows for the narrowing
-    MLP output (22.6 against 16.8 GB/s), which therefore stays as it is. (The oneDNN
-    kernel that decode steps use where available, ``codeglm.inference.onednn``, cares less: the
-    whole model decodes within 3% either way.)
-    transformers' ``save_pretrained`` (5.23) cannot save such views (its tied-weight
-    check calls ``view``): save a model before this, or from a fresh load.
-    """
-    moved = 0
-    seen: set[int] = set()
-    for module in model.modules():
-        if not isinstance(module, torch.nn.Linear):
-            continue
-        weight = module.weight
-        if id(weight) in seen or weight.device.type != "cpu" or not weight.is_contiguous():
-            continue  # shared (tied) weights are moved once; already moved ones stay
-        seen.add(id(weight))
-        if module.out_features < module.in_features:
-            continue
-        with torch.no_grad():
-            weight.data = weight.data.t().contiguous().t()
-        moved += 1
-    return moved
-
-
-def use_decode_layout(model: CodeGeeXForCausalLM) -> None:
-    """Prepare the model's weights for decoding, in place: widening CPU linear weights
-    stored (in, out) (``store_linear_weights_transposed``; only the logits' where the
-    AVX2 kernels of ``codeglm.inference.cpu_kernels`` are built), large CPU fp32 linears computed
-    by oneDNN for few rows (``codeglm.inference.onednn``), then each attention's
-    projections of the same input, float or int8, fused into one matmul
-    (``fuse_attention_projections``, which keeps the memory order and the kernel), and
-    the AVX2 one-query attention for decode steps (``use_decode_attention``).
-    Values, parameter names and the state dict stay as they were."""
-    if float_gemv() is None:
-        store_linear_weights_transposed(model)
-    else:
-        # The AVX2 kernel takes one-row products of the blocks' (out, in) weights; the
-        # logits' weight (tied to the embedding) stays with oneDNN, fastest on (in, out).
-        store_linear_weights_transposed(model.lm_head)
-    use_onednn_linears(model)
-    fuse_attention_projections(model)
-    use_decode_attention(model)
 
 
 class Engine:
@@ -538,76 +370,4 @@ class Engine:
         yield
 
 
-def job_seed(params: SamplingParams, job: Job) -> int | None:
-    """The seed of a job's generator: samples numbered from k of a prompt split over
-    several jobs draw differently from those numbered from 0."""
-    return None if params.seed is None else params.seed + 1_000_003 * job.first_sample
-
-
-@contextmanager
-def without_progress_bars() -> Iterator[None]:
-    """transformers draws a "Loading weights" bar on stderr for every load: noise in the
-    CLI's output and the editor's server log for a load that takes well under a second."""
-    from transformers.utils import logging as transformers_logging
-
-    was_enabled = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            transformers_logging.enable_progress_bar()
-
-
-def load_model(path: str | Path, device: str = "cpu", dtype: str = "fp32") -> CodeGeeXForCausalLM:
-    """A model directory (config.json + weights) loaded for inference.
-
-    ``dtype`` is one of fp32, fp16, bf16 or int8 (weight-only int8 linears, see
-    ``codeglm.inference.quantize``).
-    """
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    directory = Path(path)
-    if not (directory / "config.json").is_file():
-        raise FileNotFoundError(
-            f"{directory} is not a model directory (no config.json): give a directory written by "
-            "`codeglm convert` or `save_pretrained`"
-        )
-    torch_dtype = DTYPES[dtype]
-    if dtype == "int8" and device != "cpu":
-        torch_dtype = torch.float16  # weight-only int8 on a GPU computes in fp16
-    with without_progress_bars():
-        model = CodeGeeXForCausalLM.from_pretrained(str(directory), dtype=torch_dtype)
-    model = model.to(device).eval()
-    if dtype == "int8":
-        from codeglm.inference.quantize import quantize_int8
-
-        quantize_int8(model)
-    use_decode_layout(model)  # for decode speed
-    return model
-
-
-def load_engine(path: str | Path, device: str = "cpu", dtype: str = "fp32", **engine_kwargs: int) -> Engine:
-    """The model and the tokenizer saved in the same directory, as an ``Engine``."""
-    from codeglm.model.tokenizer import load_tokenizer
-
-    model = load_model(path, device=device, dtype=dtype)
-    return Engine(model, load_tokenizer(path), **engine_kwargs)
-
-
-__all__ = [
-    "DTYPES",
-    "Engine",
-    "GenerationStats",
-    "Job",
-    "PromptRequest",
-    "SampleUpdate",
-    "job_seed",
-    "load_engine",
-    "load_model",
-    "plan_batches",
-    "should_drop_finished_rows",
-    "split_into_jobs",
-    "store_linear_weights_transposed",
-    "use_decode_layout",
-]
+__all__ = ["DEFAULT_PREFIX_CACHE_TOKENS", "Engine", "GenerationStats"]

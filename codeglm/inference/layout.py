@@ -1,0 +1,67 @@
+"""The decode layout: a loaded model's weights re-laid out and its layers swapped for the
+kernels that one-token steps run fastest (transposed weights, oneDNN linears, fused
+projections, the AVX2 attention). Values are unchanged."""
+
+from __future__ import annotations
+
+import torch
+
+from codeglm.inference.cpu_kernels import float_gemv
+from codeglm.inference.decode import fuse_attention_projections, use_decode_attention
+from codeglm.inference.onednn import use_onednn_linears
+from codeglm.model.codegeex import CodeGeeXForCausalLM
+
+
+def store_linear_weights_transposed(model: torch.nn.Module) -> int:
+    """Keep each CPU linear weight (out, in) with at least as many outputs as inputs as the
+    transpose of an (in, out) contiguous tensor; returns how many weights were moved.
+
+    Values, shapes, parameter names and weight tying stay as they were; only the memory
+    order changes. For ``x @ W^T`` with few rows of ``x`` (a decode step) the BLAS (MKL)
+    reads ``W`` fastest in long contiguous rows: (in, out) rows - the layout GPT-2's
+    ``Conv1D`` uses - for the widening projections and the logits (measured 23-25 GB/s
+    against 15-16 GB/s on the benchmark machine), but (out, in) rows for the narrowing
+    MLP output (22.6 against 16.8 GB/s), which therefore stays as it is. (The oneDNN
+    kernel that decode steps use where available, ``codeglm.inference.onednn``, cares less: the
+    whole model decodes within 3% either way.)
+    transformers' ``save_pretrained`` (5.23) cannot save such views (its tied-weight
+    check calls ``view``): save a model before this, or from a fresh load.
+    """
+    moved = 0
+    seen: set[int] = set()
+    for module in model.modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        weight = module.weight
+        if id(weight) in seen or weight.device.type != "cpu" or not weight.is_contiguous():
+            continue  # shared (tied) weights are moved once; already moved ones stay
+        seen.add(id(weight))
+        if module.out_features < module.in_features:
+            continue
+        with torch.no_grad():
+            weight.data = weight.data.t().contiguous().t()
+        moved += 1
+    return moved
+
+
+def use_decode_layout(model: CodeGeeXForCausalLM) -> None:
+    """Prepare the model's weights for decoding, in place: widening CPU linear weights
+    stored (in, out) (``store_linear_weights_transposed``; only the logits' where the
+    AVX2 kernels of ``codeglm.inference.cpu_kernels`` are built), large CPU fp32 linears computed
+    by oneDNN for few rows (``codeglm.inference.onednn``), then each attention's
+    projections of the same input, float or int8, fused into one matmul
+    (``fuse_attention_projections``, which keeps the memory order and the kernel), and
+    the AVX2 one-query attention for decode steps (``use_decode_attention``).
+    Values, parameter names and the state dict stay as they were."""
+    if float_gemv() is None:
+        store_linear_weights_transposed(model)
+    else:
+        # The AVX2 kernel takes one-row products of the blocks' (out, in) weights; the
+        # logits' weight (tied to the embedding) stays with oneDNN, fastest on (in, out).
+        store_linear_weights_transposed(model.lm_head)
+    use_onednn_linears(model)
+    fuse_attention_projections(model)
+    use_decode_attention(model)
+
+
+__all__ = ["store_linear_weights_transposed", "use_decode_layout"]
