@@ -96,7 +96,7 @@ def source_code(task: Task) -> str:
 
 def prompt_for(source_task: Task, target_task: Task) -> str:
     """The reference's translation prompt for one problem."""
-    from codeglm.translation.pipeline import translation_prompt  # tree-sitter and all: only when prompting
+    from codeglm.translation.prompts import translation_prompt  # tree-sitter and all: only when prompting
 
     return translation_prompt(
         LANGUAGES[source_task.language].display_name,

@@ -31,7 +31,7 @@ from codeglm.translation.progress import progress_line, progress_percentage, uni
 from lsp.positions import utf16_to_index
 
 if TYPE_CHECKING:
-    from codeglm.translation.pipeline import UnitEvent
+    from codeglm.translation.types import UnitEvent
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def selected_text(text: str, selection: types.Range) -> str:
 def output_path(source: Path, target: Language) -> Path:
     """Where the translation of ``source`` goes: beside it, named by the target's
     convention (``FooBar.java`` -> ``foo_bar.py``, ``foo_bar.py`` -> ``FooBar.java``)."""
-    from codeglm.translation.pipeline import output_name
+    from codeglm.translation.naming import output_name
 
     return source.parent / output_name(source.name, target.id)
 
@@ -158,7 +158,7 @@ def creation_edit(uri: str, text: str, overwrite: bool) -> types.WorkspaceEdit:
 
 
 def failed_unit_json(result: Any) -> dict[str, Any]:
-    """A failed unit (``codeglm.translation.pipeline.UnitResult``) as the client sees it.
+    """A failed unit (``codeglm.translation.types.UnitResult``) as the client sees it.
 
     ``startLine``/``endLine`` are 0-based lines of the translated source (the document,
     or the selection), ``problem`` says what was wrong with the last attempt.
@@ -232,7 +232,8 @@ async def run_translation(
     loop: asyncio.AbstractEventLoop,
 ) -> TranslationOutcome:
     """Translate the document (or selection), report progress, create the file if asked."""
-    from codeglm.translation.pipeline import TranslationError, TranslationRequest, translate
+    from codeglm.translation.pipeline import translate
+    from codeglm.translation.types import TranslationError, TranslationRequest
 
     try:
         source_language = get_language(source_language_id)

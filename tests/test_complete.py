@@ -17,7 +17,7 @@ import torch
 from codeglm.backends import load_backend
 from codeglm.backends.base import CancelToken
 from codeglm.cli import main
-from codeglm.completion.context import parse_text
+from codeglm.completion.parse_cache import parse_text
 from codeglm.completion.pipeline import CompletionRequest, ContextCache, OpenDocument, complete
 from codeglm.languages import UnsupportedLanguageError, get_language
 from codeglm.model.codegeex import CodeGeeXForCausalLM

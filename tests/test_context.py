@@ -11,14 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from codeglm.completion.context import (
-    ContextCache,
-    SourceDocument,
-    diff_bytes,
-    extract_context,
-    extract_definitions,
-    offset_of,
-)
+from codeglm.completion.context import SourceDocument, extract_context, offset_of
+from codeglm.completion.definitions import extract_definitions
+from codeglm.completion.edits import diff_bytes
+from codeglm.completion.parse_cache import ContextCache
 from codeglm.languages import get_language, language_for_path
 
 FIXTURES = Path(__file__).parent / "fixtures" / "context"

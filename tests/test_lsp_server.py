@@ -631,7 +631,7 @@ async def test_translate_with_the_default_model_writes_a_file_that_parses(tmp_pa
     parses with the target language's tree-sitter grammar."""
     from pygls.uris import to_fs_path
 
-    from codeglm.completion.context import parse_text
+    from codeglm.completion.parse_cache import parse_text
     from codeglm.languages import get_language
 
     client = make_test_lsp_client()

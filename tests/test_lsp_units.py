@@ -157,7 +157,7 @@ def test_output_path_sits_beside_the_source_named_by_the_target_convention() -> 
 
 
 def test_progress_messages_follow_the_units() -> None:
-    from codeglm.translation.pipeline import UnitEvent
+    from codeglm.translation.types import UnitEvent
 
     assert commands.progress_message(UnitEvent(0, 4, "function add", "start", max_retries=2)) == (
         "unit 1 of 4: translating function add",
@@ -173,7 +173,7 @@ def test_progress_messages_follow_the_units() -> None:
 
 
 def test_retries_are_attempts_at_the_same_unit_not_new_units() -> None:
-    from codeglm.translation.pipeline import UnitEvent
+    from codeglm.translation.types import UnitEvent
 
     # A one-unit file retried three times: always "unit 1 of 1", the retry counted apart.
     events = [
@@ -202,7 +202,8 @@ def test_retries_are_attempts_at_the_same_unit_not_new_units() -> None:
 def test_progress_of_a_real_translation_only_moves_forward() -> None:
     from test_translate_pipeline import ScriptedBackend
 
-    from codeglm.translation.pipeline import TranslationRequest, UnitEvent, translate
+    from codeglm.translation.pipeline import translate
+    from codeglm.translation.types import TranslationRequest, UnitEvent
 
     bad_area = "func Area(r float64) float64 {\n\treturn math.Pi * r *\n"
     good_area = "func Area(r float64) float64 {\n\treturn math.Pi * r * r\n}\n"

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from codeglm.cli import main
 from codeglm.train.data import block_order, gather, looks_generated, split_big, train_tokenizer
-from codeglm.train.trainer import STATE_DIR, TrainSettings, lr_factor, train
+from codeglm.train.settings import TrainSettings
+from codeglm.train.trainer import STATE_DIR, lr_factor, train
 
 ROOT = Path(__file__).resolve().parent.parent
 

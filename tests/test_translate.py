@@ -9,26 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from codeglm.completion.context import parse_text
-from codeglm.languages import get_language
-from codeglm.translation.pipeline import (
-    TRANSLATION_LANGUAGES,
-    TranslationError,
-    TranslationRequest,
-    UnitResult,
-    check_translation,
-    failure_comment,
-    join_translations,
-    make_finished,
-    output_name,
-    resolve_pair,
-    sampling_for_attempt,
-    signatures_of,
-    stop_strings,
-    translation_prompt,
-    trim_translation,
-)
+from codeglm.completion.parse_cache import parse_text
+from codeglm.languages import TRANSLATION_LANGUAGES, get_language
+from codeglm.translation.join import join_translations, signatures_of
+from codeglm.translation.naming import output_name
+from codeglm.translation.pipeline import failure_comment, resolve_pair
+from codeglm.translation.prompts import sampling_for_attempt, stop_strings, translation_prompt
+from codeglm.translation.types import TranslationError, TranslationRequest, UnitResult
 from codeglm.translation.units import Unit
+from codeglm.translation.validation import check_translation, make_finished, trim_translation
 
 
 def _unit(kind: str, name: str, container: str | None = None, text: str = "x") -> Unit:

@@ -14,7 +14,7 @@ from _backends_fixtures import make_tiny_model_dir
 from test_translate_pipeline import ScriptedBackend
 
 from codeglm.cli import translate as translate_cli
-from codeglm.completion.context import parse_text
+from codeglm.completion.parse_cache import parse_text
 from codeglm.languages import get_language
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -17,15 +17,11 @@ from _backends_fixtures import make_tiny_model_dir
 
 from codeglm.backends import load_backend
 from codeglm.backends.base import CancelledError, CancelToken, Completion, GenerationRequest
-from codeglm.completion.context import parse_text
+from codeglm.completion.parse_cache import parse_text
 from codeglm.languages import get_language
-from codeglm.translation.pipeline import (
-    TranslationRequest,
-    UnitEvent,
-    check_translation,
-    plan_units,
-    translate,
-)
+from codeglm.translation.pipeline import plan_units, translate
+from codeglm.translation.types import TranslationRequest, UnitEvent
+from codeglm.translation.validation import check_translation
 
 FIXTURES = Path(__file__).parent / "fixtures" / "translate"
 

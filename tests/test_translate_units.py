@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from codeglm.completion.context import parse_text
+from codeglm.completion.parse_cache import parse_text
 from codeglm.languages import language_for_path
 from codeglm.translation.units import split_units, whole_file_unit
 

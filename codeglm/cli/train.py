@@ -9,7 +9,9 @@ import sys
 import torch.distributed as dist
 
 from codeglm.languages import get_language
-from codeglm.train.trainer import MODEL_SHAPES, TrainError, TrainSettings, init_distributed, train
+from codeglm.train.distributed import init_distributed
+from codeglm.train.settings import MODEL_SHAPES, TrainError, TrainSettings
+from codeglm.train.trainer import train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,17 +20,10 @@ from typing import TextIO
 from codeglm.backends.base import Backend, BackendError
 from codeglm.backends.options import add_backend_argument, add_max_tokens_argument
 from codeglm.languages import UnsupportedLanguageError, get_language, language_for_path
-from codeglm.translation.pipeline import (
-    TranslationError,
-    TranslationRequest,
-    TranslationResult,
-    UnitEvent,
-    convert_name,
-    output_name,
-    resolve_pair,
-    translate,
-)
+from codeglm.translation.naming import convert_name, output_name
+from codeglm.translation.pipeline import resolve_pair, translate
 from codeglm.translation.progress import progress_line
+from codeglm.translation.types import TranslationError, TranslationRequest, TranslationResult, UnitEvent
 
 EXIT_UNITS_FAILED = 3
 

@@ -18,7 +18,8 @@ from codeglm.backends.base import (
     GenerationRequest,
     SamplingParams,
 )
-from codeglm.completion.context import ContextCache, SourceDocument, extract_context
+from codeglm.completion.context import SourceDocument, extract_context
+from codeglm.completion.parse_cache import ContextCache
 from codeglm.completion.postprocess import make_finished_callback, postprocess
 from codeglm.completion.prompts import build_prompt
 from codeglm.completion.site import completion_site

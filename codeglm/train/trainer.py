@@ -20,11 +20,9 @@ import contextlib
 import functools
 import json
 import math
-import os
-import random
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,124 +35,25 @@ from codeglm.languages import get_language
 from codeglm.model.codegeex import CodeGeeXForCausalLM
 from codeglm.model.config import CodeGeeXConfig
 from codeglm.model.tokenizer import CodeGeeXTokenizer, TokenizerFilesError, load_tokenizer
+from codeglm.train.checkpoints import load_checkpoint, save_checkpoint, set_rng_state
 from codeglm.train.data import block_order, blocks, gather, pack, render, train_tokenizer
+from codeglm.train.distributed import Distributed, barrier
+from codeglm.train.settings import ModelShape, TrainError, TrainSettings
 
 STATE_DIR = "train-state"
+
+
 CHECKPOINT = "checkpoint.pt"
+
+
 SUMMARY = "training_summary.json"
+
+
 # The tokenizer is trained on a sample: BPE merges settle long before 10 MB.
 TOKENIZER_SAMPLE_CHARS = 4_000_000
+
+
 VOCAB_MULTIPLE = 64  # embedding rows padded for friendlier matmul shapes
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    context_length: int
-    vocab_size: int  # for a tokenizer trained here; a given tokenizer sets its own
-
-
-MODEL_SHAPES: dict[str, ModelShape] = {
-    # For tests and smoke runs: trains in seconds.
-    "tiny": ModelShape(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, context_length=128, vocab_size=1024),
-    # The shipped default model: about 1.6M parameters, 3 MB in fp16. Sized for the compute
-    # at hand (~35 minutes of a shared 2-core CPU, ~1e13 FLOPs), where a bigger model
-    # would see too few tokens to beat it.
-    "small": ModelShape(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, context_length=256, vocab_size=4096),
-    # Same context and vocabulary, 3x wider: for a machine with a few idle cores.
-    "medium": ModelShape(hidden_size=256, num_hidden_layers=6, num_attention_heads=8, context_length=512, vocab_size=8192),
-    # A bigger model for a GPU or a long CPU run.
-    "base": ModelShape(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, context_length=1024, vocab_size=16384),
-}
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    data_dirs: tuple[str, ...]
-    output: str
-    config: str = "small"
-    tokenizer: str | None = None
-    vocab_size: int | None = None
-    context_length: int | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_steps: int = 1000
-    learning_rate: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 200
-    eval_blocks: int = 16
-    save_every: int = 200
-    max_bytes_per_language: int = 3_000_000
-    validation_fraction: float = 0.02
-    languages: tuple[str, ...] | None = None
-    precision: str = "auto"
-    save_dtype: str = "fp16"
-    seed: int = 1234
-    threads: int | None = None
-    time_budget_minutes: float | None = None
-    stop_at_step: int | None = None  # pause here (checkpointed) as if interrupted; --resume goes on
-    resume: bool = False
-    progress: bool = True
-
-    def shape(self) -> ModelShape:
-        base = MODEL_SHAPES[self.config]
-        return ModelShape(
-            hidden_size=base.hidden_size,
-            num_hidden_layers=base.num_hidden_layers,
-            num_attention_heads=base.num_attention_heads,
-            context_length=self.context_length or base.context_length,
-            vocab_size=self.vocab_size or base.vocab_size,
-        )
-
-    def run_identity(self) -> dict[str, object]:
-        """What must match for a checkpoint to resume (not the step budget or logging)."""
-        keys = ("config", "tokenizer", "vocab_size", "context_length", "batch_size", "grad_accum", "seed")
-        return {k: getattr(self, k) for k in keys} | {"data_dirs": list(self.data_dirs)}
-
-
-class TrainError(RuntimeError):
-    """A problem the user can fix (bad arguments, a foreign checkpoint): printed, not raised."""
-
-
-# ----------------------------------------------------------------------------- distributed
-
-
-@dataclass(frozen=True)
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Distributed:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a plain run is a world of one."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = torch.cuda.is_available()
-    if world_size == 1:
-        return Distributed(device=torch.device("cuda" if use_cuda else "cpu"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    return Distributed(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
-
-
-def barrier(world: Distributed) -> None:
-    if world.world_size > 1:
-        dist.barrier()
-
-
-# ----------------------------------------------------------------------------- data
 
 
 @dataclass
@@ -251,9 +150,6 @@ def micro_batches(
         yield torch.from_numpy(data[ids].astype(np.int64))
 
 
-# ----------------------------------------------------------------------------- model and optimizer
-
-
 def padded(n: int, multiple: int = VOCAB_MULTIPLE) -> int:
     return (n + multiple - 1) // multiple * multiple
 
@@ -311,53 +207,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def rng_state() -> dict[str, object]:
-    state: dict[str, object] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, object]) -> None:
-    torch.set_rng_state(state["torch"])  # type: ignore[arg-type]
-    np.random.set_state(state["numpy"])  # type: ignore[arg-type]
-    random.setstate(state["python"])  # type: ignore[arg-type]
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])  # type: ignore[arg-type]
-
-
-def save_checkpoint(path: Path, step: int, model: torch.nn.Module, optimizer, scheduler, scaler, settings, history) -> None:
-    state = {
-        "step": step,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": rng_state(),
-        "identity": settings.run_identity(),
-        "history": history,
-    }
-    temporary = path.with_suffix(".tmp")
-    torch.save(state, temporary)
-    temporary.replace(path)  # atomic: an interrupted save never leaves a torn checkpoint
-
-
-def load_checkpoint(path: Path, settings: TrainSettings) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state["identity"] != settings.run_identity():
-        raise TrainError(
-            f"{path} belongs to a run with different settings ({state['identity']}); "
-            "use the same data, --config, --batch-size, --grad-accum and --seed, or a new -o directory"
-        )
-    return state
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
 @torch.no_grad()
 def validation_loss(
     model: torch.nn.Module, streams: dict[str, np.ndarray], context_length: int, max_blocks: int, device: torch.device
@@ -376,9 +225,6 @@ def validation_loss(
     if losses:
         losses["all"] = sum(losses.values()) / len(losses)
     return losses
-
-
-# ----------------------------------------------------------------------------- training
 
 
 def out_of_time(started: float, budget_minutes: float | None, world: Distributed) -> bool:
@@ -532,4 +378,4 @@ def train(settings: TrainSettings, world: Distributed | None = None) -> dict[str
     return summary
 
 
-__all__ = ["MODEL_SHAPES", "ModelShape", "TrainError", "TrainSettings", "lr_factor", "train"]
+__all__ = ["CHECKPOINT", "PreparedData", "STATE_DIR", "SUMMARY", "TOKENIZER_SAMPLE_CHARS", "VOCAB_MULTIPLE", "autocast_dtype", "block_ids", "build_model", "build_optimizer", "count_parameters", "export_model", "load_data", "lr_factor", "micro_batches", "out_of_time", "padded", "prepare_data", "train", "validation_loss"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # only for the annotations: this module is imported by the server at startup
-    from codeglm.translation.pipeline import UnitEvent
+    from codeglm.translation.types import UnitEvent
 
 
 def unit_name(label: str) -> str:

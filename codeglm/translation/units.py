@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import tree_sitter
 
-from codeglm.completion.context import definitions_in, parse_text
+from codeglm.completion.definitions import definitions_in
+from codeglm.completion.parse_cache import parse_text
 from codeglm.languages import ALL_UNIT_NODES, Language
 from codeglm.syntax.nodes import body_of, line_start
 
