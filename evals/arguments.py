@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from codeglm.backends.options import add_backend_argument, add_max_tokens_argument
+from evals.dataset import load_tasks
 
 
 def k_list(text: str) -> list[int]:
@@ -97,7 +98,6 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, *, n: int, temperatu
 def load_tasks_for(args: argparse.Namespace, languages: list[str]) -> dict[str, Any]:
     """The tasks of ``languages`` from ``--data`` (patched unless ``--no-patches``); a
     problem with the dataset is said on stderr and its task skipped, not fatal."""
-    from evals.dataset import load_tasks
 
     tasks, problems = load_tasks(languages, args.data, patched=not args.no_patches)
     for problem in problems:

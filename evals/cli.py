@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_progress_argument(sc)
     add_data_arguments(sc)
 
+    # Here, not at the top, so that `codeglm eval --help` and the other subcommands do not
+    # import these modules before they are needed (both defer their own heavy imports too).
     from evals import translation
 
     tr = sub.add_parser("translate", help="the HumanEval-X translation task: generate, execute, report per language pair")
@@ -85,6 +87,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "selfcheck":
         return _selfcheck(args)
     if command == "translate":
+        # Deferred: each subcommand imports only what it runs.
         from evals import translation
 
         return translation.run(args)
@@ -97,6 +100,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    # Deferred: each subcommand imports only what it runs.
     from codeglm.backends import BackendError, load_backend
     from evals.generate import GenerateSettings, generate_samples
 
@@ -129,6 +133,7 @@ def _toolchains_ok(languages: list[str]) -> bool:
 
 
 def _execute(args: argparse.Namespace) -> int:
+    # Deferred: each subcommand imports only what it runs.
     from evals.execute import execute_file, read_samples
 
     if not args.samples.is_file():
@@ -152,6 +157,7 @@ def _execute(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    # Deferred: each subcommand imports only what it runs.
     from evals.report import load_table, markdown, plot, to_json
 
     if args.results.is_dir():
@@ -172,6 +178,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _report_translation(args: argparse.Namespace) -> int:
     """A directory is a translation run: pass@k per language pair."""
+    # Deferred: each subcommand imports only what it runs.
     from evals import translation
 
     if not translation.is_run_dir(args.results):
@@ -189,6 +196,7 @@ def _report_translation(args: argparse.Namespace) -> int:
 
 
 def _selfcheck(args: argparse.Namespace) -> int:
+    # Deferred: each subcommand imports only what it runs.
     from evals.selfcheck import print_table, selfcheck
 
     languages = parse_languages(args.language)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import gzip
 import json
 import re
 import statistics
@@ -32,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from codeglm.backends import load_backend
 from codeglm.backends.base import (
     Backend,
     BackendError,
@@ -42,7 +42,8 @@ from codeglm.backends.base import (
 from codeglm.backends.options import add_backend_argument, add_max_tokens_argument
 from codeglm.completion.pipeline import CompletionRequest, complete
 from codeglm.languages import LANGUAGES, Language, UnsupportedLanguageError, get_language
-from codeglm.paths import humaneval_dir
+from codeglm.model.tokenizer import load_tokenizer
+from evals.dataset import load_language
 
 HUMANEVAL_LANGUAGES = tuple(lang.humaneval_name for lang in LANGUAGES if lang.humaneval_name)
 
@@ -77,24 +78,14 @@ class CaseResult:
 
 
 def load_problems(humaneval_name: str) -> list[dict]:
-    """HumanEval-X records of one language: through the harness's ``evals.dataset`` (with its
-    data patches) when present, else straight from ``humaneval_<lang>.jsonl.gz``."""
-    try:
-        from evals.dataset import load_language
-    except ImportError:
-        load_language = None
-    if load_language is not None:
-        tasks, _ = load_language(humaneval_name)
-        return [
-            {"task_id": t.task_id, "prompt": t.prompt, "declaration": t.declaration,
-             "canonical_solution": t.canonical_solution, "test": t.test}
-            for t in tasks
-        ]
-    path = humaneval_dir() / f"humaneval_{humaneval_name}.jsonl.gz"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: set CODEGLM_DATA to the directory holding humaneval-x/")
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    """HumanEval-X records of one language, through the harness's ``evals.dataset`` (with its
+    data patches)."""
+    tasks, _ = load_language(humaneval_name)
+    return [
+        {"task_id": t.task_id, "prompt": t.prompt, "declaration": t.declaration,
+         "canonical_solution": t.canonical_solution, "test": t.test}
+        for t in tasks
+    ]
 
 
 def program_parts(humaneval_name: str, problem: dict) -> tuple[str, str]:
@@ -289,7 +280,6 @@ class OracleBackend:
 @functools.cache
 def _token_counter() -> Callable[[str], int]:
     try:
-        from codeglm.model.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer()
         return lambda text: len(tokenizer.encode(text))
@@ -377,7 +367,6 @@ def run(args: argparse.Namespace) -> int:
         if args.backend == "oracle":
             backend: Backend = OracleBackend()
         else:
-            from codeglm.backends import load_backend
 
             backend = load_backend(args.backend)
     except BackendError as exc:

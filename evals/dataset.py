@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from codeglm.languages import HUMANEVAL_X, Language, UnsupportedLanguageError, get_language
+from codeglm.paths import DataNotFoundError, humaneval_dir
+from evals.toolchains import cache_dir
 
 
 @dataclass(frozen=True)
@@ -231,7 +233,6 @@ def apply_patches(tasks: Iterable[Task], patches: Iterable[Patch] = PATCHES) -> 
 
 
 def default_directory() -> Path:
-    from codeglm.paths import DataNotFoundError, humaneval_dir
 
     try:
         return humaneval_dir()
@@ -247,7 +248,6 @@ def _find_file(directory: Path, stem: str) -> Path | None:
 
 
 def _download(stem: str) -> Path:
-    from evals.toolchains import cache_dir
 
     target = cache_dir() / "humaneval-x" / f"humaneval_{stem}.jsonl"
     if not target.is_file():

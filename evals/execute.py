@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from tqdm import tqdm
+
 from codeglm.languages import HUMANEVAL_X, get_language
 from evals.assemble import assemble
 from evals.dataset import DatasetError, Task, language_of_task
@@ -381,6 +383,5 @@ def _rewrite(path: Path, results: list[Result]) -> None:
 def _progress_bar(total: int, enabled: bool):  # noqa: ANN202 - tqdm's type
     if not enabled or total == 0:
         return None
-    from tqdm import tqdm
 
     return tqdm(total=total, unit="prog", desc="execute", file=sys.stderr, smoothing=0.1)

@@ -3,7 +3,7 @@
 The prompt is the CodeGeeX language tag line followed by the text ``assemble`` puts
 before the generation (``evals.assemble.generation_prompt``). Each raw generation is cut
 where the prompt's function is complete by ``evals.truncation.truncate_generation``
-(the completion pipeline's rule; ``reference_cut`` below only if that module is absent).
+(the completion pipeline's rule; ``reference_cut`` below is the reference harness's simpler cut).
 
 A sample line is ``{"task_id", "completion_id", "prompt", "generation"}``: the reference
 harness's field names, so files are interchangeable. Lines are appended and flushed as
@@ -20,8 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
+from codeglm.backends.base import BackendError, Completion, GenerationRequest, SamplingParams
 from evals.assemble import generation_prompt
 from evals.dataset import Task
+from evals.truncation import truncate_generation
 
 TAGS = {
     "python": "# language: Python",
@@ -73,10 +77,6 @@ def reference_cut(language: str, prompt: str, generation: str) -> str:
 
 
 def load_truncate() -> Truncate:
-    try:
-        from evals.truncation import truncate_generation
-    except ImportError:
-        return reference_cut
     return truncate_generation
 
 
@@ -108,7 +108,6 @@ def generate_or_error(backend: object, request: object, label: str) -> tuple[lis
     samples, not the run: the sample lines carry ``"error"`` and execute scores them
     ``failed`` with that reason.
     """
-    from codeglm.backends.base import BackendError, Completion
 
     try:
         return backend.generate(request), None  # type: ignore[attr-defined]
@@ -127,7 +126,6 @@ def generate_samples(
     progress: bool = True,
 ) -> int:
     """Append samples until each task has ``settings.n`` in ``output``; returns how many were made."""
-    from codeglm.backends.base import GenerationRequest, SamplingParams
 
     cut = truncate or load_truncate()
     done = existing_counts(output)
@@ -135,7 +133,6 @@ def generate_samples(
     total = sum(missing for _, missing in todo)
     bar = None
     if progress and total:
-        from tqdm import tqdm
 
         bar = tqdm(total=total, unit="sample", desc="generate", file=sys.stderr, smoothing=0.1)
     made = 0

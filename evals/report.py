@@ -55,6 +55,7 @@ def to_json(table: dict[str, dict[str, float]]) -> str:
 
 def plot(table: dict[str, dict[str, float]], ks: list[int], path: Path) -> None:
     """A grouped bar chart: one group per language, one bar per k."""
+    # Deferred: matplotlib (slow to import) only when a plot is asked for.
     import matplotlib
 
     matplotlib.use("Agg")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evals.dataset import Task
-from evals.execute import Result, execute_file
+from evals.execute import Result, execute_file, read_results
 
 # Known exceptions on this setup, with the patch table applied (docs/humaneval-x.md):
 # Rust/32's test is commented out in the dataset, so any compiling body passes it.
@@ -50,7 +50,6 @@ def selfcheck(tasks: list[Task], workers: int | None, timeout: float, progress: 
         samples, results = Path(tmp) / "samples.jsonl", Path(tmp) / "results.jsonl"
         write_samples(tasks, samples)
         execute_file(samples, results, {t.task_id: t for t in tasks}, workers, timeout, progress)
-        from evals.execute import read_results
 
         found = list(read_results(results).values())
     return disagreements(found), len(found)

@@ -145,6 +145,7 @@ def generate_pair(
     progress: bool = True,
 ) -> int:
     """Append samples for one pair until each problem has ``settings.n``; returns how many were made."""
+    # Deferred: generating and executing pull in the backends, tree-sitter and the toolchains; a report needs none.
     from codeglm.backends.base import GenerationRequest, SamplingParams
     from evals.generate import existing_counts, generate_or_error
     from evals.truncation import truncate_generation
@@ -213,6 +214,7 @@ def pair_dirs(run_dir: Path) -> list[tuple[Pair, Path]]:
 
 def report_rows(run_dir: Path, ks: list[int]) -> list[Row]:
     """(pair, problems, {pass@k: value}) for every pair with results."""
+    # Deferred: generating and executing pull in the backends, tree-sitter and the toolchains; a report needs none.
     from evals.execute import read_results
     from evals.metrics import count_per_task, pass_at_k_table
 
@@ -308,6 +310,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    # Deferred: generating and executing pull in the backends, tree-sitter and the toolchains; a report needs none.
     from codeglm.backends import BackendError, load_backend
 
     pairs = parse_pairs(args.pairs)
@@ -332,6 +335,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _execute(args: argparse.Namespace) -> int:
+    # Deferred: generating and executing pull in the backends, tree-sitter and the toolchains; a report needs none.
     from evals.execute import execute_file
     from evals.toolchains import check_toolchain
 

@@ -7,7 +7,7 @@ import sys
 
 from codeglm.backends.options import add_backend_argument, add_max_tokens_argument
 from lsp.logs import LEVELS, configure_logging
-from lsp.settings import Settings
+from lsp.settings import Settings, SettingsError, apply_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until the client disconnects."""
-    from lsp.server import create_server
-    from lsp.settings import SettingsError, apply_settings
+    from lsp.server import create_server  # deferred: pygls and the pipeline load to serve, not for --help
 
     raw: dict[str, object] = {"backend": args.backend}
     if args.max_tokens is not None:

@@ -27,7 +27,10 @@ from pygls.uris import from_fs_path, to_fs_path
 
 from codeglm.backends.base import Backend, BackendError, CancelledError, CancelToken
 from codeglm.languages import Language, UnsupportedLanguageError, get_language
+from codeglm.translation.naming import output_name
+from codeglm.translation.pipeline import translate
 from codeglm.translation.progress import progress_line, progress_percentage, unit_name
+from codeglm.translation.types import TranslationError, TranslationRequest
 from lsp.positions import utf16_to_index
 
 if TYPE_CHECKING:
@@ -138,7 +141,6 @@ def selected_text(text: str, selection: types.Range) -> str:
 def output_path(source: Path, target: Language) -> Path:
     """Where the translation of ``source`` goes: beside it, named by the target's
     convention (``FooBar.java`` -> ``foo_bar.py``, ``foo_bar.py`` -> ``FooBar.java``)."""
-    from codeglm.translation.naming import output_name
 
     return source.parent / output_name(source.name, target.id)
 
@@ -232,8 +234,6 @@ async def run_translation(
     loop: asyncio.AbstractEventLoop,
 ) -> TranslationOutcome:
     """Translate the document (or selection), report progress, create the file if asked."""
-    from codeglm.translation.pipeline import translate
-    from codeglm.translation.types import TranslationError, TranslationRequest
 
     try:
         source_language = get_language(source_language_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from importlib.metadata import version
 from typing import Any
 
 from lsprotocol import types
@@ -123,7 +124,6 @@ class CodeglmServer(LanguageServer):
 
 def _version() -> str:
     try:
-        from importlib.metadata import version
 
         return version("codeglm")
     except Exception:

@@ -57,6 +57,7 @@ def load_backend(spec: str | BackendSpec | None = None, *, progress: bool = Fals
     parsed = parsed.with_options(**options)
     opts = dict(parsed.options)
     if parsed.kind == "native":
+        # Deferred: each backend's own dependencies (torch, transformers, httpx) load only when it is chosen.
         from codeglm.backends.native import NativeBackend
 
         return NativeBackend.load(parsed.target, progress=progress, **opts)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
 import codeglm.model.codegeex  # noqa: F401  (registers the codegeex model type with the Auto classes)
@@ -120,7 +121,6 @@ class HFBackend:
     def load(
         cls, target: str, device: str = "cpu", dtype: str = "auto", context: int | None = None, progress: bool = False
     ) -> HFBackend:
-        from tqdm import tqdm
 
         with tqdm(total=2, desc=f"loading {target}", unit="step", file=sys.stderr, disable=not progress) as bar:
             try:

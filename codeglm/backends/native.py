@@ -17,14 +17,19 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tqdm import tqdm
+
 from codeglm.backends.base import BackendError, CancelToken, Completion, GenerationRequest
 from codeglm.backends.batch_entry import BatchEntry
 from codeglm.backends.cancel import AnyCancelToken
 from codeglm.backends.worker_stream import stream_from_worker
+from codeglm.inference.engine import DEFAULT_PREFIX_CACHE_TOKENS, Engine
+from codeglm.inference.jobs import PromptRequest
+from codeglm.inference.loading import load_model
+from codeglm.model.tokenizer import TokenizerFilesError, load_tokenizer
 
 if TYPE_CHECKING:
     from codeglm.inference.engine import Engine
-    from codeglm.inference.jobs import PromptRequest
 
 
 class NativeBackend:
@@ -48,11 +53,7 @@ class NativeBackend:
         progress: bool = False,
     ) -> NativeBackend:
         """Load the model and tokenizer saved in ``path`` (a ``codeglm convert`` output)."""
-        from tqdm import tqdm
 
-        from codeglm.inference.engine import DEFAULT_PREFIX_CACHE_TOKENS, Engine
-        from codeglm.inference.loading import load_model
-        from codeglm.model.tokenizer import TokenizerFilesError, load_tokenizer
 
         directory = Path(path).expanduser()
         if not directory.is_dir():
@@ -123,7 +124,6 @@ class NativeBackend:
 
     @staticmethod
     def _prompt_request(engine: Engine, request: GenerationRequest, cancel: CancelToken | None) -> PromptRequest:
-        from codeglm.inference.jobs import PromptRequest
 
         tokens = tuple(engine.tokenizer.encode(request.prompt))
         return PromptRequest(tokens, request.params, request.n, tuple(request.stop), request.finished, cancel)

@@ -133,7 +133,7 @@ class OpenAIBackend:
 
     def _choose_counter(self) -> Callable[[str], int]:
         if self._tokenizer_path is not None:
-            from tokenizers import Tokenizer
+            from tokenizers import Tokenizer  # deferred: only with a local tokenizer file
 
             path = Path(self._tokenizer_path).expanduser()
             file = path / "tokenizer.json" if path.is_dir() else path

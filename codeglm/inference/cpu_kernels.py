@@ -88,7 +88,7 @@ def build() -> Any | None:
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
     except ImportError:
         pass  # a system ninja may be on PATH
-    from torch.utils.cpp_extension import load
+    from torch.utils.cpp_extension import load  # deferred: only to build the kernels
 
     log.info("building the decode kernels once (~30 s): %s", SOURCE)
     try:

@@ -8,10 +8,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from transformers.utils import logging as transformers_logging
 
 from codeglm.inference.engine import Engine
 from codeglm.inference.layout import use_decode_layout
+from codeglm.inference.quantize import quantize_int8
 from codeglm.model.codegeex import CodeGeeXForCausalLM
+from codeglm.model.tokenizer import load_tokenizer
 
 # What ``--dtype`` may say, and the floating type the weights are loaded in.
 DTYPES: dict[str, torch.dtype] = {
@@ -26,7 +29,6 @@ DTYPES: dict[str, torch.dtype] = {
 def without_progress_bars() -> Iterator[None]:
     """transformers draws a "Loading weights" bar on stderr for every load: noise in the
     CLI's output and the editor's server log for a load that takes well under a second."""
-    from transformers.utils import logging as transformers_logging
 
     was_enabled = transformers_logging.is_progress_bar_enabled()
     transformers_logging.disable_progress_bar()
@@ -58,7 +60,6 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "fp32") -> Co
         model = CodeGeeXForCausalLM.from_pretrained(str(directory), dtype=torch_dtype)
     model = model.to(device).eval()
     if dtype == "int8":
-        from codeglm.inference.quantize import quantize_int8
 
         quantize_int8(model)
     use_decode_layout(model)  # for decode speed
@@ -67,7 +68,6 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "fp32") -> Co
 
 def load_engine(path: str | Path, device: str = "cpu", dtype: str = "fp32", **engine_kwargs: int) -> Engine:
     """The model and the tokenizer saved in the same directory, as an ``Engine``."""
-    from codeglm.model.tokenizer import load_tokenizer
 
     model = load_model(path, device=device, dtype=dtype)
     return Engine(model, load_tokenizer(path), **engine_kwargs)

@@ -18,11 +18,17 @@ import re
 import shutil
 import sys
 import tempfile
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from codeglm.model.config import CodeGeeXConfig
+from codeglm.model.tokenizer import TokenizerFilesError, load_tokenizer
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 DEFAULT_HEAD_SIZE = 128  # CodeGeeX-13B: 5120 / 40
@@ -200,7 +206,6 @@ def plan_mapping(tensors: Mapping[str, torch.Tensor]) -> tuple[InferredShape, di
 def load_checkpoint(path: Path, allow_pickle: bool) -> object:
     if not path.is_file():
         raise ConversionError(f"{path} does not exist or is not a file")
-    import zipfile
 
     # mmap keeps the tensors on disk until each is read: memory stays near one copy.
     # Only the zip format (torch >= 1.6) can be mapped; a legacy file is read whole.
@@ -230,8 +235,6 @@ def write_shards(
     progress: bool,
 ) -> None:
     """Stream tensors into safetensors shards (transformers' naming and index file)."""
-    from safetensors.torch import save_file
-    from tqdm import tqdm
 
     names = list(mapping)  # model order: embeddings, blocks, top layer
     itemsize = torch.empty((), dtype=dtype).element_size()
@@ -277,8 +280,6 @@ def convert(
     progress: bool = True,
 ) -> Path:
     """Convert ``src`` into a model directory at ``out_dir``; return ``out_dir``."""
-    from codeglm.model.config import CodeGeeXConfig
-    from codeglm.model.tokenizer import TokenizerFilesError, load_tokenizer
 
     if dtype not in DTYPES:
         raise ConversionError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")

@@ -94,7 +94,9 @@ class CodeGeeXTokenizer:
 
     def to_transformers(self):  # -> transformers.PreTrainedTokenizerFast
         """The same tokenizer as a transformers tokenizer (for ``generate()`` and friends)."""
-        from transformers import PreTrainedTokenizerFast
+        from transformers import (
+            PreTrainedTokenizerFast,  # deferred: transformers only to hand the tokenizer over
+        )
 
         return PreTrainedTokenizerFast(
             tokenizer_object=self.backend,
