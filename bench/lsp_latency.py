@@ -92,29 +92,28 @@ async def type_document(
         )
         line, character = _advance(line, character, char)
         started = time.perf_counter()
-        result = await client.text_document_inline_completion_async(
-            types.InlineCompletionParams(
-                text_document=types.TextDocumentIdentifier(uri=uri),
-                position=types.Position(line=line, character=character),
-                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
-            )
-        )
+        items = await inline_items(client, uri, line, character)
         latencies.append((time.perf_counter() - started) * 1000.0)
-        items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
         non_empty += 1 if items else 0
     client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri)))
     return PassResult(latencies, non_empty)
 
 
-async def request_completion(client: LanguageClient, uri: str, line: int, character: int) -> str:
+async def inline_items(client: LanguageClient, uri: str, line: int, character: int) -> list[types.InlineCompletionItem]:
+    """The server's inline completion items at a position, asked as an editor does while typing."""
     result = await client.text_document_inline_completion_async(
         types.InlineCompletionParams(
             text_document=types.TextDocumentIdentifier(uri=uri),
             position=types.Position(line=line, character=character),
-            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
         )
     )
-    items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
+    return list(result.items if isinstance(result, types.InlineCompletionList) else (result or []))
+
+
+async def request_completion(client: LanguageClient, uri: str, line: int, character: int) -> str:
+    """The text of the server's first inline completion at a position ("" for none)."""
+    items = await inline_items(client, uri, line, character)
     if not items:
         return ""
     insert = items[0].insert_text

@@ -79,9 +79,9 @@ class Settings(BaseModel):
 
 
 # Every spelling a client may use for a field (camelCase and snake_case) -> the camelCase one.
-_CLIENT_KEY: dict[str, str] = {}
-for _name, _field in Settings.model_fields.items():
-    _CLIENT_KEY[_name] = _CLIENT_KEY[str(_field.alias)] = str(_field.alias)
+_CLIENT_KEY: dict[str, str] = {
+    spelling: str(field.alias) for name, field in Settings.model_fields.items() for spelling in (name, str(field.alias))
+}
 
 
 def settings_section(raw: object) -> Mapping[str, Any] | None:
