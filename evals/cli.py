@@ -101,7 +101,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     # Deferred: each subcommand imports only what it runs.
-    from codeglm.backends import BackendError, load_backend
+    from codeglm.backends import BackendError, ModelFilesError, load_backend
     from evals.generate import GenerateSettings, generate_samples
 
     languages = parse_languages(args.language)
@@ -117,7 +117,7 @@ def _generate(args: argparse.Namespace) -> int:
             backend.close()
     except BackendError as exc:
         print(f"codeglm eval generate: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ModelFilesError) else 1  # a --backend that cannot load is a bad argument
     print(f"generate: {made} new samples in {args.output}", file=sys.stderr)
     return 0
 

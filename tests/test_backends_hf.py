@@ -11,8 +11,9 @@ from _backends_fixtures import FIM, save_gpt2
 from transformers import AutoModelForCausalLM
 
 from codeglm.backends import BackendError, CancelToken, GenerationRequest, SamplingParams, load_backend
-from codeglm.backends.hf import HFBackend, detect_fim_tokens
+from codeglm.backends.hf import HFBackend
 from codeglm.backends.worker_stream import drain
+from codeglm.inference.fim import detect_fim_tokens
 from codeglm.model.tokenizer import load_tokenizer
 
 PROMPT = "def add(a, b):\n    "

@@ -238,7 +238,7 @@ def test_cli_errors_are_messages(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "pass --language" in capsys.readouterr().err
     code = tmp_path / "a.py"
     code.write_text("x = 1\n")
-    assert main(["complete", str(code), "--line", "0", "--col", "0", "--backend", "native:/nowhere"]) == 1
+    assert main(["complete", str(code), "--line", "0", "--col", "0", "--backend", "native:/nowhere"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("codeglm complete:") and "Traceback" not in err
 

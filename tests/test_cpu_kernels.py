@@ -17,10 +17,9 @@ import torch.nn.functional as F
 from _torch_fixtures import one_thread  # noqa: F401 (autouse)
 
 from codeglm.inference.cpu_kernels import build, cpu_has_avx2, float_gemv, int8_gemv
-from codeglm.inference.decode import step_linear
 from codeglm.inference.onednn import OneDNNLinear, linear
 from codeglm.inference.quantize import Int8Linear, fbgemm_available
-from codeglm.model.codegeex import fast_gelu
+from codeglm.model.layers import fast_gelu, linear_step
 
 # Rounding activations to 13 bits: |error| <= 2^-13 of a row's largest activation per
 # term; measured ~2e-4 of the largest output.
@@ -151,7 +150,7 @@ def test_int8_products_take_layer_norm_gelu_and_residual(kernels: Any) -> None:
         assert float((got - expected).abs().max()) <= RELATIVE_ERROR * float(expected.abs().max())
         assert torch.equal(layer.fused_forward(x, norm, residual, True), got)
         assert layer.fused_forward(torch.randn(1, 2, 256), norm) is None  # two rows: fbgemm's, through forward
-        assert torch.equal(step_linear(layer, x, norm, residual, gelu=True), got)
+        assert torch.equal(linear_step(layer, x, norm, residual, gelu=True), got)
 
 
 def test_gelu_holds_at_extreme_inputs(kernels: Any) -> None:
@@ -161,14 +160,14 @@ def test_gelu_holds_at_extreme_inputs(kernels: Any) -> None:
     assert torch.allclose(got, fast_gelu(x.view(-1)), rtol=1e-6, atol=1e-6)
 
 
-def test_step_linear_takes_the_kernel_where_the_layer_has_it(kernels: Any) -> None:
+def test_linear_step_takes_the_kernel_where_the_layer_has_it(kernels: Any) -> None:
     x, norm, residual = layer_norm_and_linear_inputs(64, 48)
     onednn_layer, plain = OneDNNLinear(64, 48), torch.nn.Linear(64, 48)
     plain.load_state_dict(onednn_layer.state_dict())
     with torch.inference_mode():
-        fused = step_linear(onednn_layer, x, norm, residual, gelu=True)
+        fused = linear_step(onednn_layer, x, norm, residual, gelu=True)
         assert torch.equal(fused, kernels.float_linear(x, onednn_layer.weight, onednn_layer.bias, norm.weight, norm.bias, norm.eps, residual, True))
-        by_torch = step_linear(plain, x, norm, residual, gelu=True)  # no kernel for a plain layer: torch's operations
+        by_torch = linear_step(plain, x, norm, residual, gelu=True)  # no kernel for a plain layer: torch's operations
         assert torch.allclose(fused, by_torch, rtol=1e-5, atol=1e-5 * float(by_torch.abs().max()))
     assert onednn_layer.fused_forward(x) is None  # under autograd: torch's path
 

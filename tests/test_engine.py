@@ -17,7 +17,6 @@ from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: 
 
 from codeglm.backends.base import CancelToken, SamplingParams
 from codeglm.inference.cpu_kernels import build
-from codeglm.inference.decode import fuse_attention_projections
 from codeglm.inference.engine import Engine
 from codeglm.inference.jobs import PromptRequest, plan_batches, should_drop_finished_rows, split_into_jobs
 from codeglm.inference.kv_cache import CacheShape, StaticKVCache
@@ -116,8 +115,8 @@ def test_decode_layout_gives_the_same_logits(model: CodeGeeXForCausalLM, tokeniz
     use_decode_layout(laid_out)
     if onednn_available():
         assert use_onednn_linears(laid_out, min_weight_bytes=0) > 0  # tiny layers too, to run that kernel
-        fuse_attention_projections(laid_out)  # again, over the swapped layers
-    assert all(block.attention.fused is not None for block in (*laid_out.transformer.layers, laid_out.transformer.top_query_layer))
+    assert all(block.attention.query_key_value is not None for block in laid_out.transformer.layers)
+    assert laid_out.transformer.top_query_layer.attention.key_value is not None
     # Where the AVX2 kernels are built, steps without padding run the decode attention
     # and the products with their layer norm, GELU and residual inside.
     kernels_built = build() is not None

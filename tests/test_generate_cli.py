@@ -92,13 +92,16 @@ def test_bad_input_is_refused_before_loading_a_model(
 
 
 @pytest.mark.parametrize(
-    ("backend", "complaint"),
-    [("gguf:/nowhere", "does not start with a known kind"), ("native:/no/such/model", "does not exist"),
-     ("openai:http://127.0.0.1:9/v1#m --device cpu", "unknown option 'device' for a openai backend")],
+    ("backend", "complaint", "status"),
+    [("gguf:/nowhere", "does not start with a known kind", 1),
+     ("native:/no/such/model", "does not exist", 2),  # a model that cannot load: a bad argument
+     ("openai:http://127.0.0.1:9/v1#m --device cpu", "unknown option 'device' for a openai backend", 1)],
 )
-def test_errors_are_messages_not_tracebacks(backend: str, complaint: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_are_messages_not_tracebacks(
+    backend: str, complaint: str, status: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec, *options = backend.split()
-    assert main(["generate", "x", "--backend", spec, *options]) == 1
+    assert main(["generate", "x", "--backend", spec, *options]) == status
     err = capsys.readouterr().err
     assert err.startswith("codeglm generate: ") and complaint in err
 

@@ -1,6 +1,7 @@
-"""Fused attention projections (``fuse_attention_projections``): the same logits with
-fewer matmuls, the same parameters and state dict, and the separate path whenever the
-fused weights no longer are the parameters (a dtype move, quantization, autograd)."""
+"""Fused attention projections (``CodeGeeXModel.fuse_attention_projections``, done when an
+inference load finishes): the same logits with fewer matmuls, the state dict of the
+separate layers (so saving and loading work as before), and training, dtype moves and
+int8 quantization of the fused layer."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: 
 from torch.overrides import TorchFunctionMode
 
 from codeglm.inference.cpu_kernels import float_gemv
-from codeglm.inference.decode import fuse_attention_projections
 from codeglm.inference.layout import store_linear_weights_transposed, use_decode_layout
 from codeglm.inference.loading import load_model
 from codeglm.inference.quantize import Int8Linear, fbgemm_available, quantize_int8
@@ -30,8 +30,11 @@ def tiny_model() -> CodeGeeXForCausalLM:
     return random_model(300, 80, LAYERS, 4, 96, bos_token_id=None, eos_token_id=None, pad_token_id=None)
 
 
-def attentions(model: CodeGeeXForCausalLM) -> list[torch.nn.Module]:
-    return [block.attention for block in (*model.transformer.layers, model.transformer.top_query_layer)]
+def fused_layers(model: CodeGeeXForCausalLM) -> list[torch.nn.Module | None]:
+    """Each block's fused projection, the top query layer's last (None where not fused)."""
+    return [block.attention.query_key_value for block in model.transformer.layers] + [
+        model.transformer.top_query_layer.attention.key_value
+    ]
 
 
 def assert_same_logits(got: torch.Tensor, expected: torch.Tensor) -> None:
@@ -67,10 +70,13 @@ class LinearCalls(TorchFunctionMode):
 def test_fused_model_gives_the_same_logits(layout: str) -> None:
     reference = tiny_model()
     fused = copy.deepcopy(reference)
+    assert fused.transformer.fuse_attention_projections() == LAYERS + 1
     if layout != "out-major":
         store_linear_weights_transposed(fused)
-    assert fuse_attention_projections(fused) == LAYERS + 1
-    assert [a.fused.names for a in attentions(fused)] == [("query", "key", "value")] * LAYERS + [("key", "value")]
+    attention = fused.transformer.layers[0].attention
+    assert attention.query is attention.key is attention.value is None
+    top = fused.transformer.top_query_layer.attention
+    assert top.key is top.value is None and top.query is not None  # its query reads the position table
     ids = torch.randint(0, 300, (2, 15))
     assert_same_logits(prefill_and_decode_logits(fused, ids), prefill_and_decode_logits(reference, ids))
 
@@ -84,92 +90,90 @@ def test_fusion_saves_two_matmuls_per_block_and_one_in_the_top_layer() -> None:
         with LinearCalls() as calls:
             model(ids)
         counts.append(calls.count)
-        fuse_attention_projections(model)
+        model.transformer.fuse_attention_projections()
     separate, fused = counts
     assert separate == 6 * (LAYERS + 1) + 1  # q, k, v, dense, 2 MLP per block; the logits
     assert separate - fused == 2 * LAYERS + 1
 
 
-def test_parameters_state_dict_and_save_are_unchanged(tmp_path: Path) -> None:
+def test_fusing_twice_changes_nothing() -> None:
+    model = tiny_model()
+    assert model.transformer.fuse_attention_projections() == LAYERS + 1
+    layers = fused_layers(model)
+    assert model.transformer.fuse_attention_projections() == 0
+    assert all(a is b for a, b in zip(fused_layers(model), layers, strict=True))
+
+
+def test_state_dict_save_and_load_keep_the_separate_layers(tmp_path: Path) -> None:
     reference = tiny_model()
     fused = copy.deepcopy(reference)
-    fuse_attention_projections(fused)
-    assert [name for name, _ in fused.named_parameters()] == [name for name, _ in reference.named_parameters()]
+    fused.transformer.fuse_attention_projections()
     expected = reference.state_dict()
     got = fused.state_dict()
-    assert list(got) == list(expected)
+    assert sorted(got) == sorted(expected)
     assert all(torch.equal(got[name], expected[name]) for name in expected)
     fused.save_pretrained(tmp_path)
     loaded = CodeGeeXForCausalLM.from_pretrained(tmp_path).eval()
     ids = torch.randint(0, 300, (1, 9))
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, reference(ids).logits)
+    # And a fused model takes a state dict of separate layers (the load hook stacks them).
+    other = tiny_model()
+    other.transformer.fuse_attention_projections()
+    other.load_state_dict(expected)
+    assert_same_logits(prefill_and_decode_logits(other, ids), prefill_and_decode_logits(reference, ids))
 
 
-def test_in_place_parameter_changes_reach_the_fused_path() -> None:
-    reference = tiny_model()
-    fused = copy.deepcopy(reference)
-    fuse_attention_projections(fused)
-    with torch.no_grad():
-        for model in (reference, fused):
-            model.transformer.layers[1].attention.value.weight.mul_(2.0)
-            model.transformer.top_query_layer.attention.key.bias.add_(0.5)
-    assert all(a.fused is not None and a.fused.in_place(a) for a in attentions(fused))
-    ids = torch.randint(0, 300, (1, 12))
-    assert_same_logits(prefill_and_decode_logits(fused, ids), prefill_and_decode_logits(reference, ids))
-
-
-def test_a_dtype_move_drops_the_stale_fusion() -> None:
+def test_a_dtype_move_keeps_the_fusion() -> None:
     reference = tiny_model().double()
     fused = tiny_model()
-    fuse_attention_projections(fused)
-    fused = fused.double()  # new parameter tensors: the fp32 fused weights are stale
+    fused.transformer.fuse_attention_projections()
+    fused = fused.double()
+    assert all(layer is not None and layer.weight.dtype == torch.float64 for layer in fused_layers(fused))
     ids = torch.randint(0, 300, (1, 12))
-    assert torch.equal(prefill_and_decode_logits(fused, ids), prefill_and_decode_logits(reference, ids))
-    assert all(a.fused is None for a in attentions(fused))
-
-
-def test_quantizing_a_fused_model_uses_the_int8_layers() -> None:
-    quantized_fused = tiny_model()
-    fuse_attention_projections(quantized_fused)
-    quantize_int8(quantized_fused, kernel="dequant")
-    quantized = quantize_int8(tiny_model(), kernel="dequant")
-    ids = torch.randint(0, 300, (1, 12))
-    assert torch.equal(prefill_and_decode_logits(quantized_fused, ids), prefill_and_decode_logits(quantized, ids))
+    assert torch.allclose(prefill_and_decode_logits(fused, ids), prefill_and_decode_logits(reference, ids), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("kernel", ["fbgemm", "dequant"])
-def test_int8_projections_fuse_with_the_same_logits(kernel: str) -> None:
+def test_quantizing_a_fused_model_gives_the_separate_layers_int8_products(kernel: str) -> None:
+    """Int8 rows have one scale each, so quantizing the stacked layer quantizes each
+    projection as it would alone."""
     if kernel == "fbgemm" and not fbgemm_available():
         pytest.skip("fbgemm runs on x86 CPUs only")
-    quantized = quantize_int8(tiny_model(), kernel=kernel)
-    ids = torch.randint(0, 300, (2, 15))
-    expected = prefill_and_decode_logits(quantized, ids)
-    assert fuse_attention_projections(quantized) == LAYERS + 1
-    assert all(isinstance(a.fused.project, Int8Linear) and a.fused.in_place(a) for a in attentions(quantized))
-    assert_same_logits(prefill_and_decode_logits(quantized, ids), expected)
-    # The parts' buffers are views into the stacked layer's: no second copy.
-    attention = quantized.transformer.layers[0].attention
-    assert attention.value.weight_int8.data_ptr() == attention.fused.project.weight_int8[160:].data_ptr()
+    fused = tiny_model()
+    fused.transformer.fuse_attention_projections()
+    quantize_int8(fused, kernel=kernel)
+    assert all(isinstance(layer, Int8Linear) for layer in fused_layers(fused))
+    separate = quantize_int8(tiny_model(), kernel=kernel)
+    ids = torch.randint(0, 300, (1, 12))
+    assert_same_logits(prefill_and_decode_logits(fused, ids), prefill_and_decode_logits(separate, ids))
+
+
+def test_int8_layers_are_not_fused_after_quantizing() -> None:
+    model = quantize_int8(tiny_model(), kernel="dequant")
+    assert model.transformer.fuse_attention_projections() == 0
+    assert isinstance(model.transformer.layers[0].attention.query, Int8Linear)
 
 
 def test_training_a_fused_model_reaches_every_projection() -> None:
     model = tiny_model().train()
-    fuse_attention_projections(model)
+    model.transformer.fuse_attention_projections()
     ids = torch.randint(0, 300, (2, 10))
     model(ids, labels=ids).loss.backward()
-    for attention in attentions(model):
-        for linear in (attention.query, attention.key, attention.value):
-            assert linear.weight.grad is not None and bool(linear.weight.grad.abs().sum() > 0)
+    for layer in fused_layers(model):
+        assert layer is not None and layer.weight.grad is not None
+        rows = layer.weight.grad.abs().sum(dim=1)  # every projection's rows got a gradient
+        assert all(bool(part.sum() > 0) for part in rows.chunk(layer.out_features // 80))
 
 
 def test_load_model_fuses_and_decode_layout_is_idempotent(tmp_path: Path) -> None:
     reference = tiny_model()
     reference.save_pretrained(tmp_path)
     loaded = load_model(tmp_path)
-    assert all(a.fused is not None and a.fused.in_place(a) for a in attentions(loaded))
-    use_decode_layout(loaded)  # again: nothing moves
-    assert all(a.fused is not None and a.fused.in_place(a) for a in attentions(loaded))
+    layers = fused_layers(loaded)
+    assert all(layer is not None for layer in layers)
+    use_decode_layout(loaded)  # again: nothing is fused twice
+    assert all(a is b for a, b in zip(fused_layers(loaded), layers, strict=True))
     ids = torch.randint(0, 300, (2, 15))
     assert_same_logits(prefill_and_decode_logits(loaded, ids), prefill_and_decode_logits(reference, ids))
 

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from _torch_fixtures import one_thread, random_model  # noqa: F401 (one_thread: autouse)
 
-from codeglm.inference.decode import fuse_attention_projections
 from codeglm.inference.onednn import (
     ONEDNN_MAX_ROWS,
     OneDNNLinear,
@@ -84,9 +83,9 @@ def test_fused_projections_of_swapped_layers_run_through_onednn() -> None:
     reference = tiny_model()
     model = tiny_model()
     use_onednn_linears(model, min_weight_bytes=0)
-    assert fuse_attention_projections(model) == 3
-    assert all(type(block.attention.fused.project) is OneDNNLinear
-               for block in (*model.transformer.layers, model.transformer.top_query_layer))
+    assert model.transformer.fuse_attention_projections() == 3
+    assert all(type(block.attention.query_key_value) is OneDNNLinear for block in model.transformer.layers)
+    assert type(model.transformer.top_query_layer.attention.key_value) is OneDNNLinear
     ids = torch.randint(0, 300, (2, 12))
     with torch.inference_mode():
         prompt = model(ids[:, :-1], use_cache=True)

@@ -130,7 +130,7 @@ def test_load_model_with_int8(tmp_path: Path) -> None:
     small_model().save_pretrained(tmp_path)
     model = load_model(tmp_path, dtype="int8")
     assert isinstance(model.lm_head, Int8Linear)
-    assert isinstance(model.transformer.layers[0].attention.query, Int8Linear)
+    assert isinstance(model.transformer.layers[0].attention.query_key_value, Int8Linear)  # fused, then quantized
     assert model.transformer.wte.weight.dtype == torch.float32
 
 

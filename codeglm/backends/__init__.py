@@ -18,6 +18,7 @@ from codeglm.backends.base import (
     Completion,
     FinishedCallback,
     GenerationRequest,
+    ModelFilesError,
     SamplingParams,
 )
 from codeglm.backends.spec import BackendSpec, BackendSpecError, parse_backend_spec
@@ -81,6 +82,7 @@ __all__ = [
     "Completion",
     "FinishedCallback",
     "GenerationRequest",
+    "ModelFilesError",
     "SamplingParams",
     "default_backend_spec",
     "load_backend",

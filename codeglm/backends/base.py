@@ -24,6 +24,12 @@ class BackendError(RuntimeError):
     """
 
 
+class ModelFilesError(BackendError):
+    """The model a backend string names cannot be loaded: a directory that does not exist,
+    a ``model_type`` the backend does not run, missing or mismatched weights or tokenizer.
+    The command line treats it as a bad argument (exit status 2)."""
+
+
 class CancelledError(BackendError):
     """Generation was cancelled through its ``CancelToken``."""
 

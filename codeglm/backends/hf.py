@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator
 from typing import Any
 
 import torch
@@ -21,36 +20,24 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
 import codeglm.model.codegeex  # noqa: F401  (registers the codegeex model type with the Auto classes)
-from codeglm.backends.base import BackendError, CancelToken, Completion, GenerationRequest, SamplingParams
+from codeglm.backends.base import (
+    BackendError,
+    CancelToken,
+    Completion,
+    GenerationRequest,
+    ModelFilesError,
+    SamplingParams,
+)
 from codeglm.backends.cancel import AnyCancelToken
 from codeglm.backends.worker_stream import stream_from_worker
+from codeglm.inference.fim import detect_fim_tokens, prompt_token_ids
 from codeglm.inference.text_rules import Sample
+from codeglm.model.tokenizer import TransformersTokenizer
 
-# (prefix, suffix, middle) markers, prompt laid out prefix-suffix-middle (PSM).
-FIM_TOKEN_TRIPLES: tuple[tuple[str, str, str], ...] = (
-    ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),  # StarCoder, SantaCoder
-    ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),  # Qwen2.5-Coder, CodeGemma
-    ("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"),  # DeepSeek-Coder
-)
 TORCH_DTYPES: dict[str, Any] = {"auto": "auto", "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Configs name their context length differently; tokenizers often say 1e30 ("unknown").
 CONTEXT_ATTRIBUTES = ("max_position_embeddings", "n_positions", "seq_length", "max_sequence_length")
 DEFAULT_CONTEXT = 2048
-
-
-@dataclass(frozen=True)
-class FimTokens:
-    prefix: int
-    suffix: int
-    middle: int
-
-
-def detect_fim_tokens(vocabulary: Mapping[str, int]) -> FimTokens | None:
-    """The first known FIM triple whose three tokens are all in ``vocabulary``."""
-    for prefix, suffix, middle in FIM_TOKEN_TRIPLES:
-        if prefix in vocabulary and suffix in vocabulary and middle in vocabulary:
-            return FimTokens(vocabulary[prefix], vocabulary[suffix], vocabulary[middle])
-    return None
 
 
 def context_length_of(config: Any, tokenizer: Any) -> int:
@@ -62,19 +49,6 @@ def context_length_of(config: Any, tokenizer: Any) -> int:
     if isinstance(limit, int) and 0 < limit < 10_000_000:
         return limit
     return DEFAULT_CONTEXT
-
-
-class _TextTokenizer:
-    """A transformers tokenizer encoding and decoding verbatim (no special tokens added, no clean-up)."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self._tokenizer = tokenizer
-
-    def encode(self, text: str) -> list[int]:
-        return list(self._tokenizer.encode(text, add_special_tokens=False))
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
 class _TextRules(StoppingCriteria):
@@ -107,14 +81,14 @@ class HFBackend:
         self.tokenizer = tokenizer
         self.name = name
         self.context_length = context_length or context_length_of(model.config, tokenizer)
-        self.fim = detect_fim_tokens(tokenizer.get_vocab())
-        self.supports_fim = self.fim is not None
         eos = model.generation_config.eos_token_id
         if eos is None:
             eos = tokenizer.eos_token_id
         self.eos_ids = frozenset(eos if isinstance(eos, list) else [] if eos is None else [eos])
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids), 0)
-        self._text = _TextTokenizer(tokenizer)
+        self._text = TransformersTokenizer(tokenizer)
+        self.fim = detect_fim_tokens(self._text.vocabulary)
+        self.supports_fim = self.fim is not None
         self._lock = threading.Lock()  # one generate() at a time on the model
 
     @classmethod
@@ -131,7 +105,7 @@ class HFBackend:
                 model = AutoModelForCausalLM.from_pretrained(target, dtype=TORCH_DTYPES[dtype]).to(device)
                 bar.update()
             except (OSError, ValueError) as error:
-                raise BackendError(
+                raise ModelFilesError(
                     f"cannot load a transformers causal LM from {target!r}: {error}. Give a directory with "
                     "config.json, weights and tokenizer files (or a hub id where there is a network)"
                 ) from error
@@ -141,17 +115,10 @@ class HFBackend:
         return len(self._text.encode(text))
 
     def prompt_ids(self, request: GenerationRequest) -> list[int]:
-        """The prompt's token ids: prefix-suffix-middle with FIM tokens when there is a suffix."""
-        if request.suffix is not None and self.fim is not None:
-            fim = self.fim
-            return [
-                fim.prefix,
-                *self._text.encode(request.prompt),
-                fim.suffix,
-                *self._text.encode(request.suffix),
-                fim.middle,
-            ]
-        return self._text.encode(request.prompt)
+        """The prompt's token ids (``codeglm.inference.fim.prompt_token_ids``): the
+        tokenizer's start tokens, then prefix-suffix-middle with FIM tokens when there
+        is a suffix."""
+        return prompt_token_ids(self._text.encode, request.prompt, request.suffix, self.fim, self._text.start_ids)
 
     def _check(self, ids: list[int]) -> None:
         if not ids:
@@ -232,4 +199,4 @@ class HFBackend:
         self.model = None
 
 
-__all__ = ["FIM_TOKEN_TRIPLES", "FimTokens", "HFBackend", "detect_fim_tokens"]
+__all__ = ["HFBackend"]

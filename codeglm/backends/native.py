@@ -1,4 +1,8 @@
-"""The ``native`` backend: this project's engine over a CodeGeeX model directory.
+"""The ``native`` backend: this project's engine over a model directory (CodeGeeX, or a
+Llama-family or StarCoder-family model: see ``codeglm.inference.loading``).
+
+Prompts with a suffix are laid out for fill-in-the-middle where the tokenizer has FIM
+tokens (``codeglm.inference.fim``; StarCoder, Qwen2.5-Coder, DeepSeek-Coder, CodeLlama).
 
 ``generate_batch`` hands several requests to one ``Engine.stream_requests`` call, so
 the engine decodes them as one batch whatever their prompts, ``n``, sampling
@@ -19,28 +23,30 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from codeglm.backends.base import BackendError, CancelToken, Completion, GenerationRequest
+from codeglm.backends.base import BackendError, CancelToken, Completion, GenerationRequest, ModelFilesError
 from codeglm.backends.batch_entry import BatchEntry
 from codeglm.backends.cancel import AnyCancelToken
 from codeglm.backends.worker_stream import stream_from_worker
 from codeglm.inference.engine import DEFAULT_PREFIX_CACHE_TOKENS, Engine
+from codeglm.inference.fim import FimTokens, detect_fim_tokens, prompt_token_ids
 from codeglm.inference.jobs import PromptRequest
-from codeglm.inference.loading import load_model
-from codeglm.model.tokenizer import TokenizerFilesError, load_tokenizer
+from codeglm.inference.loading import load_model, load_model_tokenizer
 
 if TYPE_CHECKING:
     from codeglm.inference.engine import Engine
 
 
 class NativeBackend:
-    """``Backend`` over ``codeglm.inference.engine.Engine``. CodeGeeX has no fill-in-the-middle."""
-
-    supports_fim = False
+    """``Backend`` over ``codeglm.inference.engine.Engine``."""
 
     def __init__(self, engine: Engine, name: str = "native") -> None:
         self.engine: Engine | None = engine
         self.name = name
         self.context_length: int = engine.context_length
+        vocabulary = getattr(engine.tokenizer, "vocabulary", None)  # CodeGeeX's has no FIM tokens
+        self.fim: FimTokens | None = detect_fim_tokens(vocabulary) if vocabulary is not None else None
+        self.supports_fim = self.fim is not None
+        self.start_ids: tuple[int, ...] = getattr(engine.tokenizer, "start_ids", ())
 
     @classmethod
     def load(
@@ -57,7 +63,7 @@ class NativeBackend:
 
         directory = Path(path).expanduser()
         if not directory.is_dir():
-            raise BackendError(
+            raise ModelFilesError(
                 f"model directory {directory} does not exist: give a directory written by `codeglm convert`"
             )
         with tqdm(total=2, desc=f"loading {directory.name}", unit="step", file=sys.stderr, disable=not progress) as bar:
@@ -66,10 +72,10 @@ class NativeBackend:
                 model = load_model(directory, device=device, dtype=dtype)
                 bar.update()
                 bar.set_postfix_str("tokenizer")
-                tokenizer = load_tokenizer(directory)
+                tokenizer = load_model_tokenizer(directory, model)
                 bar.update()
-            except (OSError, ValueError, TokenizerFilesError) as error:
-                raise BackendError(f"cannot load the model in {directory}: {error}") from error
+            except (OSError, ValueError) as error:  # TokenizerFilesError and UnsupportedModelError are ValueErrors
+                raise ModelFilesError(f"cannot load the model in {directory}: {error}") from error
         cache = DEFAULT_PREFIX_CACHE_TOKENS if prefix_cache is None else prefix_cache
         engine = Engine(model, tokenizer, max_batch_size=max_batch_size, prefix_cache_size=cache)
         return cls(engine, name=f"native:{directory}")
@@ -81,6 +87,12 @@ class NativeBackend:
 
     def count_tokens(self, text: str) -> int:
         return self._engine().count_tokens(text)
+
+    def prompt_ids(self, request: GenerationRequest) -> list[int]:
+        """The request's prompt as the model reads it (``codeglm.inference.fim.prompt_token_ids``)."""
+        return prompt_token_ids(
+            self._engine().tokenizer.encode, request.prompt, request.suffix, self.fim, self.start_ids
+        )
 
     def check_prompt(self, prompt: str) -> None:
         """Raise ``BackendError`` if ``prompt`` is empty or does not fit the context."""
@@ -106,7 +118,7 @@ class NativeBackend:
         if not entries:
             return []
         engine = self._engine()
-        requests = [self._prompt_request(engine, e.request, e.cancel) for e in entries]
+        requests = [self._prompt_request(e.request, e.cancel) for e in entries]
         try:
             steps = engine.stream_requests(requests)
         except ValueError as error:  # the engine's prompt checks
@@ -122,10 +134,8 @@ class NativeBackend:
                         results[update.prompt_index][update.sample_index] = update.completion
         return [[c for c in per_entry if c is not None] for per_entry in results]
 
-    @staticmethod
-    def _prompt_request(engine: Engine, request: GenerationRequest, cancel: CancelToken | None) -> PromptRequest:
-
-        tokens = tuple(engine.tokenizer.encode(request.prompt))
+    def _prompt_request(self, request: GenerationRequest, cancel: CancelToken | None) -> PromptRequest:
+        tokens = tuple(self.prompt_ids(request))
         return PromptRequest(tokens, request.params, request.n, tuple(request.stop), request.finished, cancel)
 
     def stream(self, request: GenerationRequest, cancel: CancelToken | None = None) -> Generator[str, None, Completion]:

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from codeglm.backends import BackendError, load_backend
+from codeglm.backends import BackendError, ModelFilesError, load_backend
 from codeglm.backends.options import add_backend_argument, add_max_tokens_argument
 from codeglm.completion.pipeline import CompletionRequest, OpenDocument, complete
 from codeglm.languages import UnsupportedLanguageError, get_language, language_for_path
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             backend.close()
     except (BackendError, ValueError) as exc:
         print(f"codeglm complete: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ModelFilesError) else 1  # a --backend that cannot load is a bad argument
     if args.json:
         payload = None if result is None else {
             "text": result.text,

@@ -22,6 +22,7 @@ from codeglm.backends import (
     BackendError,
     Completion,
     GenerationRequest,
+    ModelFilesError,
     SamplingParams,
     load_backend,
 )
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         backend = load_backend(args.backend, progress=True, device=args.device, dtype=args.dtype)
     except (BackendError, ValueError) as error:
         print(f"codeglm generate: {error}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, ModelFilesError) else 1  # a --backend that cannot load is a bad argument
     try:
         generate(backend, request, sys.stdout, sys.stderr)
     except BackendError as error:

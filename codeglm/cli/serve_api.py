@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from codeglm.backends import BackendError, load_backend
+from codeglm.backends import BackendError, ModelFilesError, load_backend
 from codeglm.backends.options import add_backend_argument, add_device_arguments
 from codeglm.server.api import ServerSettings, create_app, served_model_name
 
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         backend = load_backend(args.backend, progress=True, device=args.device, dtype=args.dtype)
     except BackendError as error:
         print(f"codeglm serve-api: {error}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, ModelFilesError) else 1  # a --backend that cannot load is a bad argument
     settings = ServerSettings(
         model_name=args.model_name or served_model_name(backend),
         max_n=args.max_n,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from codeglm.backends.base import Backend, BackendError
+from codeglm.backends.base import Backend, BackendError, ModelFilesError
 from codeglm.backends.options import add_backend_argument, add_max_tokens_argument
 from codeglm.languages import UnsupportedLanguageError, get_language, language_for_path
 from codeglm.translation.naming import convert_name, output_name
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         backend = load_backend(args.backend)
     except (BackendError, ValueError, OSError) as exc:
-        return _fail(str(exc))
+        return _fail(str(exc), 2 if isinstance(exc, ModelFilesError) else 1)  # a --backend that cannot load is a bad argument
     try:
         return _translate_and_write(args, plan, backend)
     finally:

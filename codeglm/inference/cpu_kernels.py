@@ -63,7 +63,7 @@ def decode_attention() -> DecodeAttention | None:
 
 
 def kernel_extras(
-    norm: torch.nn.LayerNorm | None, residual: torch.Tensor | None, gelu: bool
+    norm: torch.nn.Module | None, residual: torch.Tensor | None, gelu: bool
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, float, torch.Tensor | None, bool] | None:
     """The products' ``norm_weight, norm_bias, eps, residual, gelu`` arguments for a layer
     norm before (or None) and a residual after (or None), or None where the kernels
@@ -72,8 +72,8 @@ def kernel_extras(
         return None
     if norm is None:
         return None, None, 1e-5, residual, gelu
-    if norm.weight is None or norm.bias is None or len(norm.normalized_shape) != 1:
-        return None
+    if not isinstance(norm, torch.nn.LayerNorm) or norm.weight is None or norm.bias is None or len(norm.normalized_shape) != 1:
+        return None  # the kernels' norm is a LayerNorm with weight and bias (not Llama's RMSNorm)
     return norm.weight, norm.bias, norm.eps, residual, gelu
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from codeglm.inference.decode import decode_step
+from codeglm.inference.decode import EngineModel
 from codeglm.inference.jobs import (
     Job,
     PromptRequest,
@@ -48,7 +48,6 @@ from codeglm.inference.prefix_cache import PrefixCache
 from codeglm.inference.sampling import RowGroup, choose_tokens, make_generator
 from codeglm.inference.text_rules import Sample
 from codeglm.inference.types import CancelToken, Completion, FinishedCallback, SamplingParams
-from codeglm.model.codegeex import CodeGeeXForCausalLM
 
 DEFAULT_PREFIX_CACHE_TOKENS = 8192
 # Cache capacity grows in steps of this many positions, so that similar requests
@@ -70,11 +69,12 @@ class GenerationStats:
 
 
 class Engine:
-    """Generates completions from a CodeGeeX model: batched, streamed, cancellable."""
+    """Generates completions from a model (CodeGeeX, or another family's ``Decoder``):
+    batched, streamed, cancellable."""
 
     def __init__(
         self,
-        model: CodeGeeXForCausalLM,
+        model: EngineModel,
         tokenizer: Tokenizer,
         *,
         max_batch_size: int = 8,
@@ -92,16 +92,12 @@ class Engine:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
-        config = model.config
-        self.context_length: int = config.max_position_embeddings
-        self.vocab_size: int = config.vocab_size
-        embeddings = model.transformer.wte.weight
+        self.context_length: int = model.context_length
+        self.vocab_size: int = model.vocab_size
+        layers, heads, head_dim = model.cache_layout
+        weight = next(iter(model.parameters()))
         self.cache_shape = CacheShape(
-            layers=config.num_cache_layers,
-            heads=config.num_attention_heads,
-            head_dim=config.head_dim,
-            dtype=embeddings.dtype,
-            device=embeddings.device,
+            layers=layers, heads=heads, head_dim=head_dim, dtype=activation_dtype(model), device=weight.device
         )
         self.prefix_cache = PrefixCache(prefix_cache_size)
         self.last_stats = GenerationStats()
@@ -224,22 +220,17 @@ class Engine:
 
     def _forward(self, input_ids: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
         """Logits of the last position, (B, V), of unpadded ``input_ids`` after the cache's."""
-        out = self.model(input_ids, cache=cache, use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1]
+        return self.model.prefill(input_ids, cache)
 
     def _decode_step(
         self, tokens: torch.Tensor, cache: StaticKVCache, positions: torch.Tensor | None, padding: torch.Tensor | None
     ) -> torch.Tensor:
         """Logits (B, V) of one new token per row, (B, 1), at ``positions`` (B, 1) or, if
-        None, at the cache's length; ``padding`` (B, S) is False at left-padding positions.
-
-        ``decode_step`` skips what the model's ``forward`` would redo every step (positions,
-        the mask, output objects) and the layers' module dispatch.
-        """
+        None, at the cache's length; ``padding`` (B, S) is False at left-padding positions."""
         if positions is None:
             positions = torch.full((1, 1), cache.length, dtype=torch.long, device=tokens.device)
         mask = None if padding is None else padding[:, None, None, :]  # (B, 1, 1, S): one query sees all real keys
-        return decode_step(self.model, tokens, positions, mask, cache)
+        return self.model.decode(tokens, positions, mask, cache)
 
     def _prefill(self, tokens: tuple[int, ...], cache: StaticKVCache) -> torch.Tensor:
         """Fill a one-row cache with a prompt's KV, reusing a cached prefix; (1, V) logits.
@@ -328,7 +319,7 @@ class Engine:
             lengths = [len(batch[j].tokens) for j, _ in row_keys]
             positions = torch.tensor(lengths, dtype=torch.long, device=device).unsqueeze(1)  # (rows, 1)
 
-        eos = self.tokenizer.eos_token_id
+        eos_ids = getattr(self.tokenizer, "eos_token_ids", None) or frozenset([self.tokenizer.eos_token_id])
         decode_started = time.perf_counter()
         step = 0
         while True:
@@ -337,7 +328,7 @@ class Engine:
                 stats.prefill_seconds += time.perf_counter() - started
                 decode_started = time.perf_counter()
             for (j, _), sample, token in zip(row_keys, live_samples, next_tokens.tolist(), strict=True):
-                sample.add_token(token, eos)
+                sample.add_token(token, token if token in eos_ids else -1)
                 if len(sample.token_ids) >= batch[j].budget:
                     sample.finish(sample.text, "length")  # no-op when it has just ended otherwise
             yield
@@ -368,6 +359,15 @@ class Engine:
                 self.logits_tap(logits)
         stats.decode_seconds += time.perf_counter() - decode_started
         yield
+
+
+def activation_dtype(model: EngineModel) -> torch.dtype:
+    """The floating type the model computes in (its first floating parameter's; an int8
+    model's embeddings)."""
+    for parameter in model.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    raise ValueError("the model has no floating-point parameters")
 
 
 __all__ = ["DEFAULT_PREFIX_CACHE_TOKENS", "Engine", "GenerationStats"]

@@ -5,9 +5,10 @@ projections, the AVX2 attention). Values are unchanged."""
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from codeglm.inference.cpu_kernels import float_gemv
-from codeglm.inference.decode import fuse_attention_projections, use_decode_attention
+from codeglm.inference.decode import use_decode_attention
 from codeglm.inference.onednn import use_onednn_linears
 from codeglm.model.codegeex import CodeGeeXForCausalLM
 
@@ -44,23 +45,23 @@ def store_linear_weights_transposed(model: torch.nn.Module) -> int:
     return moved
 
 
-def use_decode_layout(model: CodeGeeXForCausalLM) -> None:
+def use_decode_layout(model: nn.Module) -> None:
     """Prepare the model's weights for decoding, in place: widening CPU linear weights
     stored (in, out) (``store_linear_weights_transposed``; only the logits' where the
     AVX2 kernels of ``codeglm.inference.cpu_kernels`` are built), large CPU fp32 linears computed
-    by oneDNN for few rows (``codeglm.inference.onednn``), then each attention's
-    projections of the same input, float or int8, fused into one matmul
-    (``fuse_attention_projections``, which keeps the memory order and the kernel), and
-    the AVX2 one-query attention for decode steps (``use_decode_attention``).
-    Values, parameter names and the state dict stay as they were."""
+    by oneDNN for few rows (``codeglm.inference.onednn``), and the AVX2 one-query
+    attention for decode steps (``use_decode_attention``). Each attention's projections
+    are fused first if they still can be (float layers: ``load_model`` fuses them before
+    quantizing). Values and the state dict stay as they were."""
+    if isinstance(model, CodeGeeXForCausalLM):
+        model.transformer.fuse_attention_projections()
     if float_gemv() is None:
         store_linear_weights_transposed(model)
     else:
         # The AVX2 kernel takes one-row products of the blocks' (out, in) weights; the
         # logits' weight (tied to the embedding) stays with oneDNN, fastest on (in, out).
-        store_linear_weights_transposed(model.lm_head)
+        store_linear_weights_transposed(model.lm_head)  # type: ignore[arg-type]
     use_onednn_linears(model)
-    fuse_attention_projections(model)
     use_decode_attention(model)
 
 

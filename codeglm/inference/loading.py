@@ -1,5 +1,11 @@
 """Loading a model directory for inference: the weights in the asked dtype (int8 quantized
-here), laid out for decode steps, and with its tokenizer as an ``Engine``."""
+here), laid out for decode steps, and with its tokenizer as an ``Engine``.
+
+The directory's ``model_type`` chooses the model: ``codegeex`` loads this project's
+transformers class; ``llama``, ``qwen2``, ``mistral`` and ``gpt_bigcode`` load into the
+family ``Decoder`` (``codeglm.model.families``); anything else is an
+``UnsupportedModelError`` pointing to the ``hf:`` backend.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,14 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as transformers_logging
 
+from codeglm.inference.decode import EngineModel
 from codeglm.inference.engine import Engine
+from codeglm.inference.jobs import Tokenizer
 from codeglm.inference.layout import use_decode_layout
 from codeglm.inference.quantize import quantize_int8
 from codeglm.model.codegeex import CodeGeeXForCausalLM
-from codeglm.model.tokenizer import load_tokenizer
+from codeglm.model.families import load_decoder, read_config
+from codeglm.model.tokenizer import TransformersTokenizer, load_tokenizer
 
 # What ``--dtype`` may say, and the floating type the weights are loaded in.
 DTYPES: dict[str, torch.dtype] = {
@@ -39,7 +48,7 @@ def without_progress_bars() -> Iterator[None]:
             transformers_logging.enable_progress_bar()
 
 
-def load_model(path: str | Path, device: str = "cpu", dtype: str = "fp32") -> CodeGeeXForCausalLM:
+def load_model(path: str | Path, device: str = "cpu", dtype: str = "fp32") -> EngineModel:
     """A model directory (config.json + weights) loaded for inference.
 
     ``dtype`` is one of fp32, fp16, bf16 or int8 (weight-only int8 linears, see
@@ -56,21 +65,40 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "fp32") -> Co
     torch_dtype = DTYPES[dtype]
     if dtype == "int8" and device != "cpu":
         torch_dtype = torch.float16  # weight-only int8 on a GPU computes in fp16
-    with without_progress_bars():
-        model = CodeGeeXForCausalLM.from_pretrained(str(directory), dtype=torch_dtype)
-    model = model.to(device).eval()
+    model: torch.nn.Module
+    if read_config(directory).get("model_type") == "codegeex":
+        with without_progress_bars():
+            codegeex = CodeGeeXForCausalLM.from_pretrained(str(directory), dtype=torch_dtype)
+        model = codegeex.to(device).eval()
+        codegeex.transformer.fuse_attention_projections()  # once, as the weights load: then int8 rows of the fused layer
+    else:
+        model = load_decoder(directory, dtype=torch_dtype, device=device)  # projections stacked as they load
     if dtype == "int8":
-
         quantize_int8(model)
     use_decode_layout(model)  # for decode speed
-    return model
+    return model  # type: ignore[return-value]
+
+
+def load_model_tokenizer(path: str | Path, model: EngineModel) -> Tokenizer:
+    """The tokenizer saved beside a model: CodeGeeX's own for ``codegeex``, transformers'
+    otherwise. One that makes ids past the model's vocabulary is refused."""
+    directory = Path(path)
+    if isinstance(model, CodeGeeXForCausalLM):
+        return load_tokenizer(directory)
+    tokenizer = TransformersTokenizer.from_directory(directory)
+    if len(tokenizer) > model.vocab_size:
+        raise ValueError(
+            f"the tokenizer in {directory} has {len(tokenizer)} tokens but the model's vocabulary is "
+            f"{model.vocab_size}: they do not belong together"
+        )
+    return tokenizer
 
 
 def load_engine(path: str | Path, device: str = "cpu", dtype: str = "fp32", **engine_kwargs: int) -> Engine:
     """The model and the tokenizer saved in the same directory, as an ``Engine``."""
 
     model = load_model(path, device=device, dtype=dtype)
-    return Engine(model, load_tokenizer(path), **engine_kwargs)
+    return Engine(model, load_model_tokenizer(path, model), **engine_kwargs)
 
 
-__all__ = ["DTYPES", "load_engine", "load_model", "without_progress_bars"]
+__all__ = ["DTYPES", "load_engine", "load_model", "load_model_tokenizer", "without_progress_bars"]

@@ -92,33 +92,6 @@ class Int8Linear(nn.Module):
             scales = scales.to(linear.weight.dtype)
         return cls(q, scales, bias, kernel)
 
-    @classmethod
-    def stacked(cls, parts: Sequence[Int8Linear]) -> Int8Linear | None:
-        """One layer computing the parts' outputs side by side (None if they differ in
-        input size, kernel or having a bias): their rows stacked, each with its own
-        scale, so the products are the parts' own. The parts' buffers become views into
-        the stacked layer's and they give up their fbgemm packing (its memory); called
-        alone after this, they compute with the weight-only kernel."""
-        first = parts[0]
-        if any(
-            part.in_features != first.in_features or part.kernel != first.kernel or (part.bias is None) != (first.bias is None)
-            for part in parts
-        ):
-            return None
-        bias = None if first.bias is None else torch.cat([part.bias for part in parts])
-        stacked = cls(
-            torch.cat([part.weight_int8 for part in parts]), torch.cat([part.scales for part in parts]), bias, first.kernel
-        )
-        start = 0
-        for part in parts:
-            stop = start + part.out_features
-            part.weight_int8 = stacked.weight_int8[start:stop]
-            part.scales = stacked.scales[start:stop]
-            part.bias = None if stacked.bias is None else stacked.bias[start:stop]
-            part.kernel, part._packed, part._gemv = "dequant", None, None
-            start = stop
-        return stacked
-
     def fused_forward(
         self,
         x: torch.Tensor,

@@ -16,8 +16,8 @@ static cache); it holds ``L + 1`` layers, the top query layer's being index ``L`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -28,44 +28,32 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.utils import ModelOutput
 
 from codeglm.model.config import CodeGeeXConfig
-
-
-def fast_gelu(x: torch.Tensor) -> torch.Tensor:
-    """CodeGeeX's GELU approximation, x * sigmoid(1.702 x). torch's sigmoid is already
-    overflow-safe, so this equals the reference's exp-based form without its extra ops."""
-    return x * torch.sigmoid(1.702 * x)
+from codeglm.model.layers import layer_norm, linear_step
 
 
 class MLP(nn.Module):
+    """The block's feed-forward layers; ``Block.forward`` applies them (with the norm
+    before and the residual after, for kernels that fuse those)."""
+
     def __init__(self, config: CodeGeeXConfig) -> None:
         super().__init__()
         self.dense_h_to_4h = nn.Linear(config.hidden_size, config.intermediate_size)
         self.dense_4h_to_h = nn.Linear(config.intermediate_size, config.hidden_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dense_4h_to_h(fast_gelu(self.dense_h_to_4h(x)))
 
-
-class ProjectionFusion(Protocol):
-    """What ``Attention.project`` uses of a fusion of its projections into one stacked layer
-    (``codeglm.inference.decode.FusedProjections``, made for inference)."""
-
-    names: tuple[str, ...]  # ("query", "key", "value"), or ("key", "value") in the top query layer
-    project: nn.Module  # (B, T, h) -> (B, T, len(names) * h)
-
-    @property
-    def with_query(self) -> bool: ...
-
-    def in_place(self, attention: nn.Module) -> bool: ...
+# The fused projections ``Attention.fuse_projections`` makes, by the layers they stack.
+FUSED_NAMES = {("query", "key", "value"): "query_key_value", ("key", "value"): "key_value"}
 
 
 class Attention(nn.Module):
-    """Multi-head attention with separate query/key/value projections.
+    """Multi-head attention with query/key/value projections.
 
     The query comes from ``query_input`` if given (the top query embedding in the top
-    query layer), otherwise from ``kv_input`` (the block's own LayerNormed input).
-    Inference may fuse the projections of the same input into one matmul
-    (``codeglm.inference.decode``); ``project`` then uses the fused layer.
+    query layer), otherwise from the block's normed input, as keys and values do.
+    ``fuse_projections`` (done once when an inference load is finished) replaces the
+    projections of the same input by one stacked layer: one product instead of three,
+    while the state dict keeps the separate layers' names and values (hooks split and
+    join them), so saving and loading work as before.
     """
 
     def __init__(self, config: CodeGeeXConfig, layer_idx: int) -> None:
@@ -74,72 +62,56 @@ class Attention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
         self.layer_idx = layer_idx
-        self.query = nn.Linear(h, h)
-        self.key = nn.Linear(h, h)
-        self.value = nn.Linear(h, h)
+        self.query: nn.Module | None = nn.Linear(h, h)
+        self.key: nn.Module | None = nn.Linear(h, h)
+        self.value: nn.Module | None = nn.Linear(h, h)
         self.dense = nn.Linear(h, h)
-        # Set for inference by codeglm.inference.decode: the projections of one input as one
-        # stacked layer (``fuse_attention_projections``), and the AVX2 one-query attention
-        # its decode steps use (``use_decode_attention``; None: SDPA).
-        self.fused: ProjectionFusion | None = None
+        self.query_key_value: nn.Module | None = None  # (h) -> (3h), after fuse_projections
+        self.key_value: nn.Module | None = None  # (h) -> (2h), the top query layer's, after fuse_projections
+        # The one-query attention for decode steps against a cache that offers
+        # ``next_position`` (``codeglm.inference``'s AVX2 kernel; None: SDPA).
         self.decode_kernel: Callable[..., torch.Tensor] | None = None
 
-    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
-        # .to(), .double(), .cuda() and the like give the parts new tensors; the fused
-        # layer is not a submodule and keeps the old ones: drop it if it went stale.
-        result = super()._apply(fn, recurse)
-        if self.fused is not None and not self.fused.in_place(self):
-            self.fused = None
-        return result
-
-    def __setattr__(self, name: str, value: object) -> None:
-        # A projection replaced (say by quantize_int8) makes the fusion stale; checking
-        # here keeps the per-step check down to one attribute.
-        if name in ("query", "key", "value"):
-            self.__dict__["fused"] = None
-        super().__setattr__(name, value)
-
-    def _usable_fusion(self, query_input: torch.Tensor | None) -> ProjectionFusion | None:
-        fused = self.fused
-        # Under autograd the separate path keeps gradients flowing to the parameters.
-        if fused is None or torch.is_grad_enabled() or fused.with_query != (query_input is None):
-            return None
-        return fused
-
-    def forward(
-        self,
-        kv_input: torch.Tensor,
-        mask: torch.Tensor | None,
-        is_causal: bool,
-        cache: Cache | None,
-        query_input: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        q, k, v = self.project(kv_input, query_input)
-        return self.dense(self.attend(q, k, v, mask, is_causal, cache))
+    def fuse_projections(self, with_query: bool) -> bool:
+        """Replace key and value (and the query, ``with_query``) by one linear layer
+        computing them side by side; False if they are not float linears of one class
+        with biases (already fused, or quantized: fuse before quantizing). Values unchanged."""
+        names = ("query", "key", "value") if with_query else ("key", "value")
+        parts = [getattr(self, name) for name in names]
+        kind = type(parts[0])
+        if not issubclass(kind, nn.Linear) or any(type(part) is not kind or part.bias is None for part in parts):
+            return False
+        # The parts' class (a float linear of an inference kernel stays one), same memory order.
+        stacked = kind(parts[0].in_features, sum(p.out_features for p in parts), device="meta")
+        with torch.no_grad():
+            stacked.weight = nn.Parameter(torch.cat([p.weight for p in parts]), requires_grad=parts[0].weight.requires_grad)
+            stacked.bias = nn.Parameter(torch.cat([p.bias for p in parts]), requires_grad=parts[0].bias.requires_grad)
+        stacked.train(self.training)
+        for name in names:
+            setattr(self, name, None)
+        setattr(self, FUSED_NAMES[names], stacked)
+        fused_name = FUSED_NAMES[names]
+        self.register_state_dict_post_hook(functools.partial(split_fused_state, fused_name=fused_name, names=names))
+        self._register_load_state_dict_pre_hook(functools.partial(join_fused_state, fused_name=fused_name, names=names))
+        return True
 
     def project(
-        self, kv_input: torch.Tensor, query_input: torch.Tensor | None
+        self, x: torch.Tensor, norm: nn.LayerNorm, query_input: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries, keys and values, (B, nh, T, hs) each."""
-        B, T, _ = kv_input.shape
-        nh, hs = self.num_heads, self.head_dim
-        fused = self._usable_fusion(query_input)
-        if fused is None:
-            q = self.query(kv_input if query_input is None else query_input)
-            q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-            k = self.key(kv_input).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-            v = self.value(kv_input).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        """Queries, keys and values of ``norm(x)``, (B, T, h) each (the query of
+        ``query_input`` if given)."""
+        h = self.num_heads * self.head_dim
+        if self.query_key_value is not None:
+            q, k, v = linear_step(self.query_key_value, x, norm=norm).split(h, dim=-1)
             return q, k, v
-        # Called through forward(), not the module: decode_step's callers skip nn.Module
-        # dispatch, and the stacked layer is no submodule (it would show in the state dict).
-        parts = len(fused.names)
-        projected = fused.project.forward(kv_input).view(B, T, parts, nh, hs).permute(2, 0, 3, 1, 4)  # (parts, B, nh, T, hs)
-        if query_input is None:
-            q, k, v = projected.unbind(0)
-            return q, k, v
-        k, v = projected.unbind(0)
-        q = self.query.forward(query_input).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        return q, k, v
+        if self.key_value is not None:
+            assert self.query is not None and query_input is not None
+            k, v = linear_step(self.key_value, x, norm=norm).split(h, dim=-1)
+            return linear_step(self.query, query_input), k, v
+        assert self.query is not None and self.key is not None and self.value is not None
+        normed = layer_norm(norm, x)
+        q = self.query(normed if query_input is None else query_input)
+        return q, self.key(normed), self.value(normed)
 
     def attend(
         self,
@@ -150,17 +122,62 @@ class Attention(nn.Module):
         is_causal: bool,
         cache: Cache | None,
     ) -> torch.Tensor:
-        """The heads' attention outputs side by side, (B, T, h), before ``dense``."""
-        B, _, T, _ = q.shape
+        """The heads' attention outputs side by side, (B, T, h), before ``dense``; q, k, v
+        (B, T, h) each."""
+        B, T, h = q.shape
+        kernel = self.decode_kernel
+        if (
+            kernel is not None
+            and T == 1
+            and mask is None
+            and hasattr(cache, "next_position")
+            and q.dtype == torch.float32
+            and q.device.type == "cpu"
+            and not torch.is_grad_enabled()
+        ):
+            key_cache, value_cache, position = cache.next_position(self.layer_idx)  # type: ignore[union-attr]
+            return kernel(q, k, v, key_cache, value_cache, position)  # (B, 1, h), writes k and v into the cache
+        nh, hs = self.num_heads, self.head_dim
+        q = q.reshape(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.reshape(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.reshape(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, nh, S, hs)
         # Scores scaled by 1/sqrt(hs), softmax accumulated in fp32 by the SDPA kernels.
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)  # (B, nh, T, hs)
-        return y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim)
+        return y.transpose(1, 2).reshape(B, T, h)
+
+
+def split_fused_state(
+    module: nn.Module, state: dict[str, torch.Tensor], prefix: str, local_metadata: object, *, fused_name: str, names: tuple[str, ...]
+) -> None:
+    """State dict post hook of a fused attention: the stacked layer's tensors (weight,
+    bias, or an int8 layer's rows and scales) as the separate layers' entries."""
+    stem = f"{prefix}{fused_name}."
+    for key in [key for key in state if key.startswith(stem)]:
+        tensor = state.pop(key)
+        for name, part in zip(names, tensor.chunk(len(names), dim=0), strict=True):
+            state[f"{prefix}{name}.{key[len(stem):]}"] = part
+
+
+def join_fused_state(
+    state: dict[str, torch.Tensor], prefix: str, *args: object, fused_name: str, names: tuple[str, ...]
+) -> None:
+    """Load state dict pre hook of a fused attention: the separate layers' entries
+    stacked into the fused layer's."""
+    first = f"{prefix}{names[0]}."
+    for key in [key for key in state if key.startswith(first)]:
+        suffix = key[len(first) :]
+        parts = [state.pop(f"{prefix}{name}.{suffix}") for name in names]
+        state[f"{prefix}{fused_name}.{suffix}"] = torch.cat(parts)
 
 
 class Block(nn.Module):
-    """One pre-LayerNorm block: a = x + Attn(LN1(x)); y = a + MLP(LN2(a))."""
+    """One pre-LayerNorm block: a = x + Attn(LN1(x)); y = a + MLP(LN2(a)).
+
+    Written as products with the norm before and the GELU and residual after
+    (``linear_step``), so that the kernels of a decode step take each in one call; a
+    training pass and a prefill compute the same with torch's operations."""
 
     def __init__(self, config: CodeGeeXConfig, layer_idx: int) -> None:
         super().__init__()
@@ -177,9 +194,12 @@ class Block(nn.Module):
         cache: Cache | None,
         query_input: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        normed = self.input_layernorm(x)
-        a = x + self.attention(normed, mask, is_causal, cache, query_input)
-        return a + self.mlp(self.post_attention_layernorm(a))
+        attention, mlp = self.attention, self.mlp
+        q, k, v = attention.project(x, self.input_layernorm, query_input)  # (B, T, h) each
+        heads = attention.attend(q, k, v, mask, is_causal, cache)  # (B, T, h)
+        a = linear_step(attention.dense, heads, residual=x)
+        hidden = linear_step(mlp.dense_h_to_4h, a, norm=self.post_attention_layernorm, gelu=True)  # (B, T, 4h)
+        return linear_step(mlp.dense_4h_to_h, hidden, residual=a)
 
 
 class TopQueryLayer(Block):
@@ -290,13 +310,34 @@ class CodeGeeXModel(CodeGeeXPreTrainedModel):
 
         x = self.wte(input_ids) + self.wpe(position_ids)  # (B, T, h)
         mask, is_causal = build_attention_mask(attention_mask, past_length, T, x)
+        x = self.blocks_forward(x, position_ids, mask, is_causal, cache)
+        return BaseModelOutputWithPast(last_hidden_state=x, **{CACHE_FIELD: cache})
+
+    def blocks_forward(
+        self,
+        x: torch.Tensor,
+        position_ids: torch.Tensor,
+        mask: torch.Tensor | None,
+        is_causal: bool,
+        cache: Cache | None,
+    ) -> torch.Tensor:
+        """The blocks, the final LayerNorm and the top query layer over embedded input
+        ``x`` (B, T, h) at ``position_ids`` (B or 1, T): what ``forward`` does once the
+        input is embedded and the mask built, and what an engine's decode step calls."""
         for block in self.layers:
             x = block(x, mask, is_causal, cache)
-        x = self.final_layernorm(x)
-        top_query = self.top_query_embeddings(position_ids).to(x.dtype)  # (B or 1, T, h)
-        top_query = top_query.expand(B, -1, -1)
-        x = self.top_query_layer(x, top_query, mask, is_causal, cache)
-        return BaseModelOutputWithPast(last_hidden_state=x, **{CACHE_FIELD: cache})
+        x = layer_norm(self.final_layernorm, x)
+        top_query = F.embedding(position_ids, self.top_query_embeddings.weight).to(x.dtype)  # (B or 1, T, h)
+        top_query = top_query.expand(x.shape[0], -1, -1)
+        return self.top_query_layer(x, top_query, mask, is_causal, cache)
+
+    def fuse_attention_projections(self) -> int:
+        """Each block's query, key and value projections as one product (the top query
+        layer's key and value: its query comes from the position table); returns how
+        many attention layers were fused. Done once when an inference load is finished,
+        before quantization; see ``Attention.fuse_projections``."""
+        fused = sum(block.attention.fuse_projections(with_query=True) for block in self.layers)
+        return fused + self.top_query_layer.attention.fuse_projections(with_query=False)
 
 
 class CodeGeeXForCausalLM(CodeGeeXPreTrainedModel, GenerationMixin):
@@ -312,6 +353,36 @@ class CodeGeeXForCausalLM(CodeGeeXPreTrainedModel, GenerationMixin):
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
+
+    # What an engine reads of a model (``codeglm.inference.engine.EngineModel``).
+    @property
+    def context_length(self) -> int:
+        return self.config.max_position_embeddings
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def cache_layout(self) -> tuple[int, int, int]:
+        """(layers, heads, head size) of the KV cache: the blocks and the top query layer."""
+        return self.config.num_cache_layers, self.config.num_attention_heads, self.config.head_dim
+
+    def prefill(self, input_ids: torch.Tensor, cache: Cache) -> torch.Tensor:
+        """Logits (B, V) of the last of ``input_ids`` (B, T), unpadded, after what ``cache`` holds."""
+        return self(input_ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None, cache: Cache) -> torch.Tensor:
+        """Logits (B, V) of one new token per row, (B, 1), at ``positions`` (B or 1, 1), after
+        the cache's keys and values (all of them, or those ``mask`` (B, 1, 1, S) marks True).
+
+        ``forward``'s layers without its per-call work (argument checks, positions, the
+        mask, output objects): ~0.5 ms a step, 2-5% of a decode step of a 100M-parameter
+        model on a CPU."""
+        transformer = self.transformer
+        x = F.embedding(tokens, transformer.wte.weight) + F.embedding(positions, transformer.wpe.weight)  # (B, 1, h)
+        x = transformer.blocks_forward(x, positions, mask, False, cache)
+        return self.lm_head.forward(x[:, -1])
 
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
@@ -409,8 +480,6 @@ __all__ = [
     "CodeGeeXForCausalLM",
     "CodeGeeXModel",
     "CodeGeeXPreTrainedModel",
-    "ProjectionFusion",
     "TopQueryLayer",
-    "fast_gelu",
     "output_cache",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers
 from tokenizers.models import BPE
@@ -129,4 +130,59 @@ def load_tokenizer(path: str | Path | None = None) -> CodeGeeXTokenizer:
     return CodeGeeXTokenizer(build_from_vocab_files(location))
 
 
-__all__ = ["CodeGeeXTokenizer", "TokenizerFilesError", "load_tokenizer", "space_run_token"]
+
+
+class TransformersTokenizer:
+    """A transformers tokenizer (``AutoTokenizer``) as the engine uses one: text encoded and
+    decoded verbatim (no special tokens added, no clean-up), and every end-of-text id the
+    model's generation config names (``eos_token_ids``)."""
+
+    def __init__(self, tokenizer: Any, eos_token_ids: Sequence[int] = ()) -> None:
+        self._tokenizer = tokenizer
+        ids = [int(i) for i in eos_token_ids]
+        if not ids and tokenizer.eos_token_id is not None:
+            ids = [int(tokenizer.eos_token_id)]
+        self.eos_token_ids = frozenset(ids)
+        self.eos_token_id: int = ids[0] if ids else -1
+        self.vocabulary: dict[str, int] = dict(tokenizer.get_vocab())
+        # What the tokenizer puts before any text (Llama's and DeepSeek's BOS; nothing for
+        # Qwen2 or StarCoder): prompts start with it, as the model saw in training.
+        plain = self.encode("x")
+        marked = list(tokenizer.encode("x", add_special_tokens=True))
+        self.start_ids: tuple[int, ...] = tuple(marked[: len(marked) - len(plain)]) if marked[-len(plain) :] == plain else ()
+
+    @classmethod
+    def from_directory(cls, directory: str | Path) -> TransformersTokenizer:
+        """The tokenizer saved beside a model, with the end-of-text ids of its
+        generation_config.json (else config.json, else the tokenizer's own)."""
+        from transformers import AutoTokenizer  # deferred: transformers' tokenizer import is heavy
+
+        directory = Path(directory)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        except (OSError, ValueError) as error:
+            raise TokenizerFilesError(f"no tokenizer that transformers can load in {directory}: {error}") from error
+        eos: list[int] = []
+        for name in ("generation_config.json", "config.json"):
+            path = directory / name
+            if path.is_file():
+                value = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
+                if value is not None:
+                    eos = value if isinstance(value, list) else [value]
+                    break
+        return cls(tokenizer, eos)
+
+    def __len__(self) -> int:
+        return len(self._tokenizer)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+
+__all__ = ["CodeGeeXTokenizer", "TokenizerFilesError", "TransformersTokenizer", "load_tokenizer", "space_run_token"]
