@@ -6,6 +6,7 @@ One argument object per call::
      "createFile": false, "overwrite": false}
 
 and the result ``{"text": TRANSLATION, "uri": NEW_FILE_URI_OR_NULL, "failedUnits": [...]}``.
+The languages they take are advertised in the ``initialize`` result (``experimental_capabilities``).
 The pure parts (argument checking, the selected text, the new file's name, the
 ``WorkspaceEdit`` that creates it) are functions here; ``run_translation`` chains them
 with the translation pipeline, progress reports and the client's ``workspace/applyEdit``
@@ -26,7 +27,7 @@ from lsprotocol import types
 from pygls.uris import from_fs_path, to_fs_path
 
 from codeglm.backends.base import Backend, BackendError, CancelledError, CancelToken
-from codeglm.languages import Language, UnsupportedLanguageError, get_language
+from codeglm.languages import TRANSLATION_LANGUAGES, Language, UnsupportedLanguageError, get_language
 from codeglm.translation.naming import output_name
 from codeglm.translation.pipeline import translate
 from codeglm.translation.progress import progress_line, progress_percentage, unit_name
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 TRANSLATE_FILE = "codeglm.translateFile"
 TRANSLATE_SELECTION = "codeglm.translateSelection"
 COMMANDS = (TRANSLATE_FILE, TRANSLATE_SELECTION)
+# The server's entry in ``capabilities.experimental`` of its ``initialize`` result.
+EXPERIMENTAL_SECTION = "codeglm"
 
 
 class CommandError(ValueError):
@@ -80,6 +83,27 @@ class TranslationOutcome:
         """One warning for the user (``window/showMessage``), or None when all went well."""
         parts = [part for part in (self.failure_notice, self.message) if part]
         return "; ".join(parts) or None
+
+
+def translation_languages() -> list[dict[str, Any]]:
+    """The languages translation takes, for clients: codeglm's id (the ``targetLanguage``
+    the commands take), the display name, and the VS Code language ids and file extensions
+    that map to each. Derived from ``codeglm.languages`` so that no editor keeps a copy."""
+    return [
+        {
+            "id": lang.id,
+            "displayName": lang.display_name,
+            "vscodeIds": list(lang.vscode_ids),
+            "extensions": list(lang.extensions),
+        }
+        for lang in map(get_language, TRANSLATION_LANGUAGES)
+    ]
+
+
+def experimental_capabilities() -> dict[str, Any]:
+    """``capabilities.experimental`` of the ``initialize`` result: the client has the
+    translation languages with the handshake, from the server it actually talks to."""
+    return {EXPERIMENTAL_SECTION: {"translationLanguages": translation_languages()}}
 
 
 def _position(value: object, where: str) -> types.Position:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Generator
 from importlib.metadata import version
 from typing import Any
 
@@ -15,6 +16,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
 from pygls.workspace import TextDocument
 
 from codeglm.backends.base import CancelToken
@@ -35,7 +37,8 @@ _MESSAGE_TYPES = {"error": types.MessageType.Error, "warning": types.MessageType
 
 
 class CodeglmProtocol(LanguageServerProtocol):
-    """pygls's protocol, plus listeners for ``$/cancelRequest``.
+    """pygls's protocol, plus listeners for ``$/cancelRequest`` and codeglm's
+    experimental capabilities in the ``initialize`` result.
 
     pygls cancels an async request handler's task on ``$/cancelRequest``, but a command
     runs one level down (inside ``workspace/executeCommand``'s own handler), where the
@@ -45,6 +48,14 @@ class CodeglmProtocol(LanguageServerProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.cancel_listeners: dict[Any, CancelToken] = {}
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams) -> Generator[Any, Any, types.InitializeResult]:
+        # pygls builds the capabilities from the registered features after the server's
+        # initialize handler has run and has no hook for ``experimental``: add it here.
+        result = yield from super().lsp_initialize(params)
+        result.capabilities.experimental = commands.experimental_capabilities()
+        return result
 
     def _handle_cancel_notification(self, msg_id: Any) -> None:
         token = self.cancel_listeners.pop(msg_id, None)

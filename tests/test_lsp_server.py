@@ -24,6 +24,7 @@ from pygls.exceptions import JsonRpcException
 from pytest_lsp import LanguageClient, client_capabilities, make_test_lsp_client
 
 from codeglm.completion.pipeline import CompletionRequest, complete
+from lsp import commands
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -211,6 +212,8 @@ async def test_initialize_answers_at_once_and_advertises_features(
     assert info.completion_provider is not None
     assert info.execute_command_provider is not None
     assert set(info.execute_command_provider.commands) >= {"codeglm.translateFile", "codeglm.translateSelection"}
+    # The translation languages come with the handshake (editors keep no list of their own).
+    assert info.experimental == {"codeglm": {"translationLanguages": commands.translation_languages()}}
     sync = info.text_document_sync
     assert isinstance(sync, types.TextDocumentSyncOptions) and sync.change == types.TextDocumentSyncKind.Incremental
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 
-from codeglm.languages import get_language
+from codeglm.languages import TRANSLATION_LANGUAGES, get_language
 from lsp import commands
 from lsp.completion_service import resolve_language_id, window_lines
 from lsp.positions import index_to_utf16, line_at, utf16_to_index
@@ -132,6 +132,25 @@ def test_parse_translate_command_checks_its_argument() -> None:
     selection = {**spec, "range": {"start": {"line": 1, "character": 0}, "end": {"line": 0, "character": 0}}}
     with pytest.raises(commands.CommandError, match="ends before it starts"):
         commands.parse_command(selection, selection=True)
+
+
+def test_translation_languages_are_the_tables_with_their_editor_names() -> None:
+    advertised = commands.translation_languages()
+    assert [lang["id"] for lang in advertised] == list(TRANSLATION_LANGUAGES)
+    cpp = next(lang for lang in advertised if lang["id"] == "cpp")
+    assert cpp == {
+        "id": "cpp",
+        "displayName": "C++",
+        "vscodeIds": ["cpp", "cuda-cpp"],
+        "extensions": list(get_language("cpp").extensions),
+    }
+    # Every advertised id is one the commands take as "targetLanguage".
+    for lang in advertised:
+        spec = {"uri": "file:///x/a.c", "targetLanguage": lang["id"]}
+        assert commands.parse_command(spec, selection=False).target.id == lang["id"]
+    # C has a grammar but CodeGeeX was not trained to translate it: not offered.
+    assert "c" not in {lang["id"] for lang in advertised}
+    assert commands.experimental_capabilities() == {"codeglm": {"translationLanguages": advertised}}
 
 
 def test_selected_text_uses_utf16_columns() -> None:

@@ -7,17 +7,13 @@ import {
 } from 'vscode-languageclient/node';
 import type { WorkDoneProgressBegin, WorkDoneProgressEnd, WorkDoneProgressReport } from 'vscode-languageclient/node';
 import { pythonCandidates, resolvePython } from './python';
-import { SETTINGS_SECTION, STATUS_NOTIFICATION } from './protocol';
+import { DOCUMENT_LANGUAGES, SETTINGS_SECTION, STATUS_NOTIFICATION } from './protocol';
 import { RestartPolicy } from './restartPolicy';
 import { ExtensionSettings, RESTART_WINDOW_MS, serverLaunch, serverSettings } from './settings';
 import { parseServerStatus } from './status';
 import { StatusBar } from './statusBar';
-import { TARGET_LANGUAGES } from './translate';
 
 type ProgressValue = WorkDoneProgressBegin | WorkDoneProgressReport | WorkDoneProgressEnd;
-
-// VS Code language ids the server understands (codeglm's language table, plus aliases).
-const SERVER_LANGUAGES = [...TARGET_LANGUAGES.map((l) => l.vscodeId), 'cuda-cpp', 'javascriptreact', 'typescriptreact'];
 
 export class ServerClient implements vscode.Disposable {
   private client: LanguageClient | undefined;
@@ -73,7 +69,7 @@ export class ServerClient implements vscode.Disposable {
 
   private clientOptions(s: ExtensionSettings): LanguageClientOptions {
     return {
-      documentSelector: SERVER_LANGUAGES.flatMap((language) => [{ scheme: 'file', language }, { scheme: 'untitled', language }]),
+      documentSelector: DOCUMENT_LANGUAGES.flatMap((language) => [{ scheme: 'file', language }, { scheme: 'untitled', language }]),
       outputChannel: this.output,
       initializationOptions: { [SETTINGS_SECTION]: serverSettings(s) },
       errorHandler: {

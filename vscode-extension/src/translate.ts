@@ -1,44 +1,88 @@
-// The translate commands' pure parts: target languages, the command arguments the
-// server expects, and reading its answer. No `vscode` import.
+// The translate commands' pure parts: the target languages the server advertises, the
+// command arguments the server expects, and reading its answer. No `vscode` import.
+
+import { EXPERIMENTAL_SECTION } from './protocol';
 
 /** Server command ids (workspace/executeCommand). */
 export const TRANSLATE_FILE = 'codeglm.translateFile';
 export const TRANSLATE_SELECTION = 'codeglm.translateSelection';
 
-/** A language translation can target: codeglm's id, its name, and VS Code's language id. */
+/**
+ * A language translation can take: codeglm's id, its name, and the VS Code language ids
+ * and file extensions that map to it. The server sends these (from codeglm/languages.py).
+ */
 export interface TargetLanguage {
   id: string;
   displayName: string;
-  vscodeId: string;
+  vscodeIds: string[];
+  extensions: string[];
 }
 
-// The languages of codeglm's language table (codeglm/languages.py) that CodeGeeX was
-// trained to translate between.
-export const TARGET_LANGUAGES: readonly TargetLanguage[] = [
-  { id: 'python', displayName: 'Python', vscodeId: 'python' },
-  { id: 'java', displayName: 'Java', vscodeId: 'java' },
-  { id: 'cpp', displayName: 'C++', vscodeId: 'cpp' },
-  { id: 'c', displayName: 'C', vscodeId: 'c' },
-  { id: 'javascript', displayName: 'JavaScript', vscodeId: 'javascript' },
-  { id: 'typescript', displayName: 'TypeScript', vscodeId: 'typescript' },
-  { id: 'go', displayName: 'Go', vscodeId: 'go' },
-  { id: 'rust', displayName: 'Rust', vscodeId: 'rust' },
-];
-
-const VSCODE_ALIASES: Record<string, string> = {
-  'cuda-cpp': 'cpp', javascriptreact: 'javascript', typescriptreact: 'typescript',
-};
-
-/** codeglm's language for a VS Code language id, or undefined when it has none. */
-export function sourceLanguage(vscodeLanguageId: string): TargetLanguage | undefined {
-  const id = VSCODE_ALIASES[vscodeLanguageId] ?? vscodeLanguageId;
-  return TARGET_LANGUAGES.find((l) => l.id === id);
+function strings(value: unknown): string[] {
+  return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string' && v !== '') : [];
 }
 
-/** Languages offered as targets: every one but the source's. */
-export function targetChoices(sourceVscodeId: string): TargetLanguage[] {
-  const source = sourceLanguage(sourceVscodeId);
-  return TARGET_LANGUAGES.filter((l) => l.id !== source?.id);
+/**
+ * The translation languages in the server's `initialize` answer
+ * (`capabilities.experimental.codeglm.translationLanguages`), or undefined when it names
+ * none: the extension keeps no list of its own to fall back on.
+ */
+export function readTranslationLanguages(experimental: unknown): TargetLanguage[] | undefined {
+  const section = (experimental as Record<string, unknown> | null | undefined)?.[EXPERIMENTAL_SECTION];
+  const raw = (section as Record<string, unknown> | null | undefined)?.translationLanguages;
+  if (!Array.isArray(raw)) return undefined;
+  const languages = raw.flatMap((entry): TargetLanguage[] => {
+    const o = (entry ?? {}) as Record<string, unknown>;
+    if (typeof o.id !== 'string' || o.id === '') return [];
+    const displayName = typeof o.displayName === 'string' && o.displayName !== '' ? o.displayName : o.id;
+    return [{ id: o.id, displayName, vscodeIds: strings(o.vscodeIds), extensions: strings(o.extensions) }];
+  });
+  return languages.length ? languages : undefined;
+}
+
+/**
+ * The language of a document by its VS Code language id. (Not by file extension: the
+ * client syncs only documents of protocol.ts's DOCUMENT_LANGUAGES, so the server would not see others' edits.)
+ */
+export function sourceLanguage(languages: readonly TargetLanguage[], vscodeLanguageId: string): TargetLanguage | undefined {
+  return languages.find((l) => l.vscodeIds.includes(vscodeLanguageId));
+}
+
+/** The VS Code language id to open a translation into `language` with. */
+export function vscodeLanguageId(language: TargetLanguage): string {
+  return language.vscodeIds[0] ?? language.id;
+}
+
+/** What the translate command can offer for a document, or the message saying why not. */
+export type TranslationChoice =
+  | { ok: true; source: TargetLanguage; targets: TargetLanguage[] }
+  | { ok: false; message: string };
+
+/**
+ * The source language and the targets to offer: every language but the source's, or
+ * only `target` (a codeglm id) when one is given. `languages` undefined: the server has
+ * not named any.
+ */
+export function translationChoice(
+  languages: readonly TargetLanguage[] | undefined, vscodeLanguageId: string, target?: string,
+): TranslationChoice {
+  if (!languages?.length) {
+    return {
+      ok: false,
+      message: 'CodeGeeX: the codeglm server did not say which languages it translates (is codeglm older than '
+        + 'the extension?); update codeglm, then run "CodeGeeX: Restart Server".',
+    };
+  }
+  const names = languages.map((l) => l.displayName).join(', ');
+  const source = sourceLanguage(languages, vscodeLanguageId);
+  if (!source) return { ok: false, message: `CodeGeeX cannot translate ${vscodeLanguageId} files; it translates ${names}.` };
+  const others = languages.filter((l) => l.id !== source.id);
+  if (target === undefined) return { ok: true, source, targets: others };
+  const named = others.find((l) => l.id === target);
+  if (!named) {
+    return { ok: false, message: `CodeGeeX cannot translate ${source.displayName} to ${target}; it translates to ${others.map((l) => l.displayName).join(', ')}.` };
+  }
+  return { ok: true, source, targets: [named] };
 }
 
 export interface LspRange {

@@ -5,8 +5,8 @@ import * as vscode from 'vscode';
 import { ExecuteCommandRequest } from 'vscode-languageclient/node';
 import type { ServerClient } from './serverClient';
 import {
-  parseTranslateResult, progressIncrements, sourceLanguage, TARGET_LANGUAGES, targetChoices, TRANSLATE_FILE,
-  TRANSLATE_SELECTION, translateArguments, TargetLanguage, TranslateResult,
+  parseTranslateResult, progressIncrements, readTranslationLanguages, TRANSLATE_FILE, TRANSLATE_SELECTION,
+  translateArguments, translationChoice, TargetLanguage, TranslateResult, vscodeLanguageId,
 } from './translate';
 
 /** `target`: a codeglm language id, for keybindings and tests that skip the picker. */
@@ -19,22 +19,26 @@ export async function translateCommand(
     return undefined;
   }
   const document = editor.document;
-  const source = sourceLanguage(document.languageId);
-  if (!source) {
-    const names = TARGET_LANGUAGES.map((l) => l.displayName).join(', ');
-    void vscode.window.showErrorMessage(`CodeGeeX cannot translate ${document.languageId} files; it knows ${names}.`);
-    return undefined;
-  }
   if (selectionOnly && editor.selection.isEmpty) {
     void vscode.window.showErrorMessage('CodeGeeX: select the code to translate first.');
     return undefined;
   }
+  // Running = the server has answered `initialize`, whose capabilities name the languages
+  // it translates; read them from the current client each time (a restarted server may differ).
   const client = server.running;
   if (!client) {
-    void vscode.window.showErrorMessage('CodeGeeX: the codeglm server is not running; run "CodeGeeX: Restart Server".');
+    void vscode.window.showErrorMessage(
+      'CodeGeeX: the codeglm server is not running yet; try again once it has started, or run "CodeGeeX: Restart Server".');
     return undefined;
   }
-  const language = target !== undefined ? TARGET_LANGUAGES.find((l) => l.id === target) : await pickTarget(source, document.languageId);
+  const choice = translationChoice(
+    readTranslationLanguages(client.initializeResult?.capabilities.experimental), document.languageId, target);
+  if (!choice.ok) {
+    log(choice.message);
+    void vscode.window.showErrorMessage(choice.message);
+    return undefined;
+  }
+  const language = target !== undefined ? choice.targets[0] : await pickTarget(choice.source, choice.targets);
   if (!language) return undefined;
   const sel = editor.selection;
   const args = translateArguments({
@@ -81,9 +85,9 @@ export async function translateCommand(
   return result;
 }
 
-async function pickTarget(source: TargetLanguage, languageId: string): Promise<TargetLanguage | undefined> {
+async function pickTarget(source: TargetLanguage, targets: TargetLanguage[]): Promise<TargetLanguage | undefined> {
   const picked = await vscode.window.showQuickPick(
-    targetChoices(languageId).map((l) => ({ label: l.displayName, description: l.id, language: l })),
+    targets.map((l) => ({ label: l.displayName, description: l.id, language: l })),
     { placeHolder: `Translate ${source.displayName} to...`, title: 'CodeGeeX: target language' },
   );
   return picked?.language;
@@ -96,7 +100,7 @@ async function openBeside(result: TranslateResult, language: TargetLanguage): Pr
     // the server created the file and filled it through an edit: put that on disk
     if (doc.isDirty && doc.getText() === result.text) await doc.save();
   } else {
-    doc = await vscode.workspace.openTextDocument({ language: language.vscodeId, content: result.text });
+    doc = await vscode.workspace.openTextDocument({ language: vscodeLanguageId(language), content: result.text });
   }
   await vscode.window.showTextDocument(doc, { viewColumn: vscode.ViewColumn.Beside, preview: false });
 }

@@ -10,7 +10,8 @@ import { inlineCompletionParams, INLINE_COMPLETION_METHOD, parseInlineCompletion
 import { pythonCandidates, resolvePython } from '../../src/python';
 import { readSettings } from '../../src/settings';
 import {
-  parseTranslateResult, TARGET_LANGUAGES, TRANSLATE_FILE, TRANSLATE_SELECTION, translateArguments,
+  parseTranslateResult, readTranslationLanguages, TargetLanguage, TRANSLATE_FILE, TRANSLATE_SELECTION, translateArguments,
+  translationChoice,
 } from '../../src/translate';
 import { TestLspClient } from '../support/lspClient';
 import { testBackend, VENV_PYTHON } from '../support/model';
@@ -29,6 +30,7 @@ const JAVA_SOURCE = [
 
 let client: TestLspClient;
 let workspace: string;
+let toPython: TargetLanguage;
 
 before(async () => {
   workspace = fs.mkdtempSync(path.join(os.tmpdir(), 'codeglm-ext-it-'));
@@ -43,6 +45,11 @@ before(async () => {
   assert.ok(init.capabilities.inlineCompletionProvider, 'the server advertises inline completion');
   const commands = (init.capabilities.executeCommandProvider as { commands: string[] }).commands;
   assert.ok(commands.includes(TRANSLATE_FILE), `the server offers ${TRANSLATE_FILE}: ${commands}`);
+  // the translation languages come with the answer, as translateCommand.ts reads them
+  const choice = translationChoice(readTranslationLanguages(init.capabilities.experimental), 'java');
+  assert.ok(choice.ok, choice.ok ? '' : `${choice.message}: ${JSON.stringify(init.capabilities.experimental)}`);
+  assert.deepEqual(choice.targets.map((l) => l.id).sort(), ['cpp', 'go', 'javascript', 'python', 'rust']);
+  toPython = choice.targets.find((l) => l.id === 'python')!;
   await client.waitForPhase('ready', 240_000);
 });
 
@@ -74,8 +81,7 @@ test('translating a Java file creates a Python file beside it', async () => {
   fs.writeFileSync(file, JAVA_SOURCE);
   const uri = pathToFileURL(file).toString();
   await client.open(uri, 'java', JAVA_SOURCE);
-  const python = TARGET_LANGUAGES.find((l) => l.id === 'python')!;
-  const args = translateArguments({ uri, target: python });
+  const args = translateArguments({ uri, target: toPython });
   assert.equal(args.createFile, true);
   const result = parseTranslateResult(await client.connection.sendRequest('workspace/executeCommand', {
     command: TRANSLATE_FILE, arguments: [args],
@@ -96,9 +102,8 @@ test('translating a selection returns text and creates no file', async () => {
   fs.writeFileSync(file, source);
   const uri = pathToFileURL(file).toString();
   await client.open(uri, 'java', source);
-  const python = TARGET_LANGUAGES.find((l) => l.id === 'python')!;
   const selection = { start: { line: 1, character: 4 }, end: { line: 1, character: 45 } };
-  const args = translateArguments({ uri, target: python, selection });
+  const args = translateArguments({ uri, target: toPython, selection });
   const before = fs.readdirSync(workspace).sort();
   const result = parseTranslateResult(await client.connection.sendRequest('workspace/executeCommand', {
     command: TRANSLATE_SELECTION, arguments: [args],

@@ -4,7 +4,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { COMMANDS } from '../../src/protocol';
+import { COMMANDS, DOCUMENT_LANGUAGES } from '../../src/protocol';
 
 const manifest = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8'));
 
@@ -29,4 +29,9 @@ test('every setting has a description, and the ones the issue names exist', () =
 
 test('the server\'s own command ids are not reused for the extension\'s commands', () => {
   for (const id of Object.values(COMMANDS)) assert.ok(!['codeglm.translateFile', 'codeglm.translateSelection'].includes(id));
+});
+
+test('the client syncs documents of exactly the languages the extension activates on', () => {
+  const onLanguage = (manifest.activationEvents as string[]).filter((e) => e.startsWith('onLanguage:')).map((e) => e.slice(11));
+  assert.deepEqual([...DOCUMENT_LANGUAGES].sort(), onLanguage.sort());
 });

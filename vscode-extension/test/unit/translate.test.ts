@@ -1,10 +1,23 @@
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
-  parseTranslateResult, progressIncrements, progressLine, sourceLanguage, TARGET_LANGUAGES, targetChoices, translateArguments,
+  parseTranslateResult, progressIncrements, progressLine, readTranslationLanguages, sourceLanguage, TargetLanguage,
+  translateArguments, translationChoice, vscodeLanguageId,
 } from '../../src/translate';
 
-const python = TARGET_LANGUAGES.find((l) => l.id === 'python')!;
+// What the server puts in its initialize answer (lsp/commands.py, from codeglm/languages.py).
+const EXPERIMENTAL = {
+  codeglm: {
+    translationLanguages: [
+      { id: 'python', displayName: 'Python', vscodeIds: ['python'], extensions: ['.py', '.pyi', '.pyw'] },
+      { id: 'java', displayName: 'Java', vscodeIds: ['java'], extensions: ['.java'] },
+      { id: 'cpp', displayName: 'C++', vscodeIds: ['cpp', 'cuda-cpp'], extensions: ['.cpp', '.hpp'] },
+      { id: 'javascript', displayName: 'JavaScript', vscodeIds: ['javascript', 'javascriptreact'], extensions: ['.js'] },
+    ],
+  },
+};
+const LANGUAGES: TargetLanguage[] = readTranslationLanguages(EXPERIMENTAL)!;
+const python = LANGUAGES.find((l) => l.id === 'python')!;
 
 test('translate file: one argument object that asks the server to create the file, never to overwrite', () => {
   assert.deepEqual(translateArguments({ uri: 'file:///w/Main.java', target: python }), {
@@ -19,14 +32,51 @@ test('translate selection: the range goes along and the result opens unsaved', (
   });
 });
 
+test('the translation languages are read from the server\'s experimental capabilities', () => {
+  assert.deepEqual(LANGUAGES.map((l) => l.id), ['python', 'java', 'cpp', 'javascript']);
+  assert.deepEqual(LANGUAGES[2], { id: 'cpp', displayName: 'C++', vscodeIds: ['cpp', 'cuda-cpp'], extensions: ['.cpp', '.hpp'] });
+  // nothing sent (an older server, another client's section) is not a list: no fallback
+  for (const nothing of [undefined, null, {}, { codeglm: {} }, { codeglm: { translationLanguages: [] } },
+    { codeglm: { translationLanguages: 'python' } }, { other: EXPERIMENTAL.codeglm }]) {
+    assert.equal(readTranslationLanguages(nothing), undefined, JSON.stringify(nothing));
+  }
+  // broken entries are dropped, missing fields become empty
+  assert.deepEqual(readTranslationLanguages({ codeglm: { translationLanguages: [null, { displayName: 'X' }, { id: 'go' }] } }),
+    [{ id: 'go', displayName: 'go', vscodeIds: [], extensions: [] }]);
+  assert.equal(vscodeLanguageId(LANGUAGES[2]), 'cpp');
+  assert.equal(vscodeLanguageId({ id: 'go', displayName: 'Go', vscodeIds: [], extensions: [] }), 'go');
+});
+
 test('target choices leave out the source language; VS Code aliases map to codeglm ids', () => {
-  const ids = targetChoices('java').map((l) => l.id);
-  assert.ok(!ids.includes('java'));
-  assert.ok(ids.includes('python') && ids.includes('cpp'));
-  assert.equal(sourceLanguage('typescriptreact')?.id, 'typescript');
-  assert.equal(sourceLanguage('cuda-cpp')?.id, 'cpp');
-  assert.equal(sourceLanguage('markdown'), undefined);
-  assert.equal(targetChoices('markdown').length, TARGET_LANGUAGES.length);
+  const choice = translationChoice(LANGUAGES, 'java');
+  assert.ok(choice.ok);
+  assert.equal(choice.source.id, 'java');
+  assert.deepEqual(choice.targets.map((l) => l.id), ['python', 'cpp', 'javascript']);
+  assert.equal(sourceLanguage(LANGUAGES, 'javascriptreact')?.id, 'javascript');
+  assert.equal(sourceLanguage(LANGUAGES, 'cuda-cpp')?.id, 'cpp');
+  assert.equal(sourceLanguage(LANGUAGES, 'markdown'), undefined);
+});
+
+test('a named target skips the picker; a document or target the server does not translate gets a message', () => {
+  const named = translationChoice(LANGUAGES, 'cpp', 'python');
+  assert.ok(named.ok);
+  assert.deepEqual(named.targets, [python]);
+  const markdown = translationChoice(LANGUAGES, 'markdown');
+  assert.ok(!markdown.ok);
+  assert.match(markdown.message, /cannot translate markdown files; it translates Python, Java, C\+\+, JavaScript/);
+  for (const target of ['cobol', 'cpp']) {
+    const bad = translationChoice(LANGUAGES, 'cpp', target);
+    assert.ok(!bad.ok);
+    assert.match(bad.message, new RegExp(`cannot translate C\\+\\+ to ${target}; it translates to Python, Java, JavaScript`));
+  }
+});
+
+test('before the server has named its languages, or when it names none, the command says so', () => {
+  for (const languages of [undefined, []]) {
+    const choice = translationChoice(languages, 'python', 'java');
+    assert.ok(!choice.ok);
+    assert.match(choice.message, /server did not say which languages it translates.*Restart Server/);
+  }
 });
 
 test('the server result is read, with failed units as short lines', () => {
