@@ -251,3 +251,13 @@ def test_the_decoder_is_what_loads(family: tuple[Path, Any]) -> None:
     model = load_model(directory)
     assert isinstance(model, Decoder)
     assert model.spec.model_type == reference.config.model_type
+
+
+def test_a_hub_id_without_a_network_says_what_to_give_instead(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as on a machine without a network
+    with pytest.raises(BackendError, match="Qwen/Qwen2.5-Coder-1.5B is not a local directory and could not be fetched"):
+        NativeBackend.load("Qwen/Qwen2.5-Coder-1.5B")
+    with pytest.raises(BackendError, match="model directory ./no/such does not exist"):
+        NativeBackend.load("./no/such")

@@ -15,6 +15,7 @@ reader.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Generator, Sequence
 from contextlib import closing
@@ -34,6 +35,29 @@ from codeglm.inference.loading import load_model, load_model_tokenizer
 
 if TYPE_CHECKING:
     from codeglm.inference.engine import Engine
+
+
+# A hub id: "owner/name", neither part starting with a dot (a path like ./x or ../x is a path).
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def hub_snapshot(name: str) -> Path:
+    """The local copy of hub model ``name`` (downloaded once into the hub cache: config,
+    safetensors weights and tokenizer files only), or ``ModelFilesError`` saying why not."""
+    if not HUB_ID.fullmatch(name):
+        raise ModelFilesError(
+            f"model directory {name} does not exist: give a directory written by `codeglm convert` or "
+            "`save_pretrained`, or a hub id (owner/name) where there is a network"
+        )
+    from huggingface_hub import snapshot_download  # deferred: only hub ids need it
+
+    try:
+        return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt"]))
+    except Exception as error:  # offline, unknown repository, gated model: all reported the same way
+        raise ModelFilesError(
+            f"{name} is not a local directory and could not be fetched from the model hub ({type(error).__name__}: "
+            f"{error}); on a machine without a network give the directory the model was saved in"
+        ) from error
 
 
 class NativeBackend:
@@ -58,14 +82,12 @@ class NativeBackend:
         prefix_cache: int | None = None,
         progress: bool = False,
     ) -> NativeBackend:
-        """Load the model and tokenizer saved in ``path`` (a ``codeglm convert`` output)."""
-
-
+        """Load the model and tokenizer saved in ``path``: a directory (``codeglm convert``'s
+        output, or a transformers directory of a supported family), or a hub id such as
+        ``Qwen/Qwen2.5-Coder-1.5B`` where there is a network (see ``hub_snapshot``)."""
         directory = Path(path).expanduser()
         if not directory.is_dir():
-            raise ModelFilesError(
-                f"model directory {directory} does not exist: give a directory written by `codeglm convert`"
-            )
+            directory = hub_snapshot(str(path))
         with tqdm(total=2, desc=f"loading {directory.name}", unit="step", file=sys.stderr, disable=not progress) as bar:
             try:
                 bar.set_postfix_str("weights")
