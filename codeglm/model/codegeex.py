@@ -28,7 +28,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.utils import ModelOutput
 
 from codeglm.model.config import CodeGeeXConfig
-from codeglm.model.layers import layer_norm, linear_step
+from codeglm.model.layers import attend_with_decode_kernel, layer_norm, linear_step
 
 
 class MLP(nn.Module):
@@ -125,18 +125,9 @@ class Attention(nn.Module):
         """The heads' attention outputs side by side, (B, T, h), before ``dense``; q, k, v
         (B, T, h) each."""
         B, T, h = q.shape
-        kernel = self.decode_kernel
-        if (
-            kernel is not None
-            and T == 1
-            and mask is None
-            and hasattr(cache, "next_position")
-            and q.dtype == torch.float32
-            and q.device.type == "cpu"
-            and not torch.is_grad_enabled()
-        ):
-            key_cache, value_cache, position = cache.next_position(self.layer_idx)  # type: ignore[union-attr]
-            return kernel(q, k, v, key_cache, value_cache, position)  # (B, 1, h), writes k and v into the cache
+        y = attend_with_decode_kernel(self.decode_kernel, q, k, v, mask, cache, self.layer_idx)
+        if y is not None:
+            return y  # (B, 1, h); the kernel wrote k and v into the cache
         nh, hs = self.num_heads, self.head_dim
         q = q.reshape(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.reshape(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)

@@ -27,7 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codeglm.model.layers import RMSNorm, apply_norm, apply_rotary, causal_mask, linear_step, rotary_cos_sin
+from codeglm.model.layers import (
+    RMSNorm,
+    apply_norm,
+    apply_rotary,
+    attend_with_decode_kernel,
+    causal_mask,
+    linear_step,
+    rotary_cos_sin,
+)
 
 
 @dataclass(frozen=True)
@@ -95,20 +103,13 @@ class DecoderAttention(nn.Module):
         if rotary is not None:
             cos, sin = rotary
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        kernel = self.decode_kernel
-        if (
-            kernel is not None
-            and T == 1
-            and nkv == nh
-            and mask is None
-            and hasattr(cache, "next_position")
-            and q.dtype == torch.float32
-            and q.device.type == "cpu"
-            and not torch.is_grad_enabled()
-        ):
-            key_cache, value_cache, position = cache.next_position(self.layer_idx)
+        if T == 1 and nkv == nh:  # the kernel reads one key/value head per query head
             flat = (B, 1, nh * hs)
-            return kernel(q.reshape(flat), k.reshape(flat), v.reshape(flat), key_cache, value_cache, position)
+            y = attend_with_decode_kernel(
+                self.decode_kernel, q.reshape(flat), k.reshape(flat), v.reshape(flat), mask, cache, self.layer_idx
+            )
+            if y is not None:
+                return y
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, nkv, S, hs)
         # Scaled by 1/sqrt(hs); each group of nh/nkv query heads reads one key/value head.

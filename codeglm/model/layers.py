@@ -7,6 +7,9 @@ Shapes: B batch, T new tokens, S keys (cached + new), h hidden, hs head size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -68,6 +71,34 @@ def linear_step(
     return y if residual is None else residual + y
 
 
+def attend_with_decode_kernel(
+    kernel: Callable[..., torch.Tensor] | None,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    cache: Any,
+    layer_idx: int,
+) -> torch.Tensor | None:
+    """One-query attention through an inference kernel (``codeglm.inference``'s AVX2 one,
+    which writes k and v into the cache itself), or None where it does not apply: q, k, v
+    (B, T, nh*hs) with as many key/value heads as query heads; the kernel takes one fp32
+    CPU token without a padding mask against a cache that offers ``next_position``,
+    outside autograd. Returns (B, 1, nh*hs)."""
+    if (
+        kernel is None
+        or q.shape[1] != 1
+        or mask is not None
+        or not hasattr(cache, "next_position")
+        or q.dtype != torch.float32
+        or q.device.type != "cpu"
+        or torch.is_grad_enabled()
+    ):
+        return None
+    key_cache, value_cache, position = cache.next_position(layer_idx)
+    return kernel(q, k, v, key_cache, value_cache, position)
+
+
 def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of rotary angles at ``positions`` (B or 1, T): (B or 1, 1, T, hs) each,
     the halves repeated as transformers' Llama lays them out, computed in fp32."""
@@ -95,6 +126,7 @@ __all__ = [
     "RMSNorm",
     "apply_norm",
     "apply_rotary",
+    "attend_with_decode_kernel",
     "causal_mask",
     "fast_gelu",
     "layer_norm",
