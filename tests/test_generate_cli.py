@@ -77,7 +77,9 @@ def test_unescape_stop() -> None:
         (["generate", "x", "--n", "0"], "", "--n must be >= 1, got 0"),
         (["generate", "x", "--top-p", "0", "--max-tokens", "-1"], "",
          "--max-tokens must be >= 0, got -1; --top-p must be in (0, 1], got 0.0"),
-        (["generate", "x", "--temperature", "-0.5"], "", "--temperature must be >= 0"),
+        (["generate", "x", "--temperature", "-0.5"], "", "--temperature must be a finite number >= 0"),
+        (["generate", "x", "--temperature", "nan"], "", "--temperature must be a finite number >= 0"),
+        (["generate", "x", "--seed", str(2**70)], "", "--seed must be from -2**63 to 2**63-1"),
         (["generate", "x", "--stop", ""], "", "--stop must not be empty"),
     ],
 )

@@ -311,7 +311,7 @@ def test_finished_callback_and_cancel_through_the_openai_backend(remote: OpenAIB
     [
         ({"prompt": PROMPT, "max_tokens": "5"}, 400, "max_tokens must be an integer >= 0"),
         ({"prompt": 17}, 400, "prompt must be a string or a list of strings"),
-        ({"prompt": PROMPT, "temperature": -1}, 400, "temperature must be a number >= 0"),
+        ({"prompt": PROMPT, "temperature": -1}, 400, "temperature must be a finite number >= 0"),
         ({"prompt": PROMPT, "stream": "yes"}, 400, "stream must be true or false"),
         ({"max_tokens": 5}, 400, "prompt is required"),
         ({"prompt": PROMPT, "n": 5}, 400, "n = 5 is too large"),

@@ -12,7 +12,8 @@ arrive while a batch runs wait and form the next batch.
 
 Cancelling a request (its caller's ``CancelToken``) ends its samples within one
 decode step; the rest of its batch goes on. A listener that fails (its client is
-gone) cancels its own request only.
+gone) cancels its own request only. A batch that fails runs again request by request,
+so that one bad request gets the error and the others their answers.
 
 Backends that cannot batch (hf, openai) get whole requests one at a time from the
 worker, and each streamed request on a thread of its own at once, as a series of
@@ -45,6 +46,7 @@ class BatchStats:
     largest_batch: int = 0  # most requests in one group
     skipped_cancelled: int = 0  # cancelled before their batch started
     cancelled: int = 0  # requests whose generation ended because their callers cancelled
+    isolated_batches: int = 0  # batches that failed and whose requests ran again one by one
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def snapshot(self) -> dict[str, int]:
@@ -57,6 +59,7 @@ class BatchStats:
                 "largest_batch": self.largest_batch,
                 "skipped_cancelled": self.skipped_cancelled,
                 "cancelled": self.cancelled,
+                "isolated_batches": self.isolated_batches,
             }
 
 
@@ -171,15 +174,17 @@ class BatchScheduler:
                 self.stats.cancelled += 1
         item.future.set_result(completions)
 
-    def _answering_listener(self, item: _Pending) -> SampleListener:
+    def _answering_listener(self, item: _Pending, streamed: set[int]) -> SampleListener:
         """Passes samples on to the caller's listener, and answers the caller as soon as
-        its last sample ends: a short request does not wait for the rest of its batch."""
+        its last sample ends: a short request does not wait for the rest of its batch.
+        Notes in ``streamed`` the requests whose callers have been given something."""
         n = item.entry.request.n
         ended: list[Completion | None] = [None] * n
         caller = item.entry.listener
 
         def on_sample(index: int, delta: str, completion: Completion | None) -> None:
             if caller is not None:
+                streamed.add(id(item))
                 caller(index, delta, completion)
             if completion is not None:
                 ended[index] = completion
@@ -195,9 +200,32 @@ class BatchScheduler:
         with self.stats.lock:
             self.stats.batches += 1
             self.stats.largest_batch = max(self.stats.largest_batch, len(live))
+        self._run_live(live)
+
+    def _run_live(self, live: list[_Pending]) -> None:
+        streamed: set[int] = set()  # ids of the requests whose callers have been given text
         try:
-            results = self._generate(live)
-        except BaseException as error:  # handed to every caller of the batch not answered yet
+            results = self._generate(live, streamed)
+        except Exception as error:
+            if len(live) == 1:
+                if not live[0].future.done():
+                    live[0].future.set_exception(error)
+                return
+            # One request can fail a whole batch (an engine error in its row, a prompt
+            # the backend refuses): each request not answered yet runs again alone, so
+            # an error in one caller's request never fails another's. A streamed one
+            # whose caller already has part of its text cannot start over: it gets the error.
+            with self.stats.lock:
+                self.stats.isolated_batches += 1
+            for item in live:
+                if item.future.done():
+                    continue
+                if id(item) in streamed:
+                    item.future.set_exception(error)
+                else:
+                    self._run_live([item])
+            return
+        except BaseException as error:  # not a request's fault (e.g. SystemExit): every caller hears of it
             for item in live:
                 if not item.future.done():
                     item.future.set_exception(error)
@@ -205,11 +233,13 @@ class BatchScheduler:
         for item, completions in zip(live, results, strict=True):
             self._finish(item, completions)
 
-    def _generate(self, live: Sequence[_Pending]) -> list[list[Completion]]:
+    def _generate(self, live: Sequence[_Pending], streamed: set[int]) -> list[list[Completion]]:
         if self._batching:
             with self.stats.lock:
                 self.stats.backend_calls += 1
-            entries = [dataclasses.replace(item.entry, listener=self._answering_listener(item)) for item in live]
+            entries = [
+                dataclasses.replace(item.entry, listener=self._answering_listener(item, streamed)) for item in live
+            ]
             return self.backend.generate_batch(entries)  # type: ignore[attr-defined]
         results = []
         for item in live:

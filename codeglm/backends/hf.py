@@ -129,7 +129,7 @@ class HFBackend:
             )
 
     def _sampling_arguments(self, params: SamplingParams) -> dict[str, Any]:
-        if params.temperature == 0:
+        if params.greedy:
             return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         return {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": params.top_k}
 
@@ -153,7 +153,7 @@ class HFBackend:
         input_ids = torch.tensor([ids] * len(samples), dtype=torch.long, device=self.model.device)
         with self._lock, torch.random.fork_rng(devices=[]), torch.inference_mode():
             if request.params.seed is not None:
-                torch.manual_seed(request.params.seed)
+                torch.manual_seed(request.params.seed % 2**64)
             self.model.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
@@ -168,7 +168,7 @@ class HFBackend:
     def generate(self, request: GenerationRequest, cancel: CancelToken | None = None) -> list[Completion]:
         ids = self.prompt_ids(request)
         self._check(ids)
-        greedy = request.params.temperature == 0
+        greedy = request.params.greedy
         samples = self._new_samples(request, 1 if greedy else request.n)  # greedy samples are all alike
         self._run(ids, request, samples, AnyCancelToken(cancel), lambda: None)
         completions = [sample.completion() for sample in samples]

@@ -12,6 +12,7 @@ and errors go to stderr; bad options are refused before the model is loaded.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,7 @@ from codeglm.backends import (
     load_backend,
 )
 from codeglm.backends.options import add_backend_argument, add_device_arguments, add_max_tokens_argument
+from codeglm.inference.types import SEED_RANGE
 
 # What ``--stop`` understands, so that ``--stop '\n\n'`` means two newlines.
 STOP_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
@@ -70,11 +72,14 @@ def build_request(prompt: str, args: argparse.Namespace) -> GenerationRequest:
         message
         for bad, message in (
             (args.max_tokens < 0, f"--max-tokens must be >= 0, got {args.max_tokens}"),
-            (args.temperature < 0, f"--temperature must be >= 0, got {args.temperature}"),
+            (not (math.isfinite(args.temperature) and args.temperature >= 0),
+             f"--temperature must be a finite number >= 0, got {args.temperature}"),
             (not 0 < args.top_p <= 1, f"--top-p must be in (0, 1], got {args.top_p}"),
             (args.top_k < 0, f"--top-k must be >= 0, got {args.top_k}"),
             (args.n < 1, f"--n must be >= 1, got {args.n}"),
             (any(not s for s in args.stop), "--stop must not be empty"),
+            (args.seed is not None and not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1],
+             f"--seed must be from -2**63 to 2**63-1, got {args.seed}"),
         )
         if bad
     ]

@@ -20,7 +20,9 @@ from codeglm.inference.types import SamplingParams
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     """A generator seeded with ``seed``, or from the OS when there is none."""
     generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else secrets.randbits(63))
+    # Modulo 2**64: seeds derived from a request's (seed + an offset per sample) may pass
+    # the 64 bits torch takes; wrapping keeps them distinct and reproducible.
+    generator.manual_seed(seed % 2**64 if seed is not None else secrets.randbits(63))
     return generator
 
 
@@ -121,14 +123,14 @@ def choose_tokens(logits: torch.Tensor, groups: Sequence[RowGroup]) -> torch.Ten
     ``groups`` cover the rows in order, each with its own sampling parameters, so
     requests with different temperatures, top-p, top-k or seeds share one batch.
     """
-    if all(group.params.temperature == 0 for group in groups):
+    if all(group.params.greedy for group in groups):
         return torch.argmax(logits, dim=-1)
     chosen = []
     start = 0
     for group in groups:
         part = logits[start : start + len(group.rows)]
         start += len(group.rows)
-        if group.params.temperature == 0:
+        if group.params.greedy:
             chosen.append(torch.argmax(part, dim=-1))
             continue
         tokens, probs = candidates(part, group.params)

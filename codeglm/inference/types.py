@@ -4,6 +4,7 @@ what every backend speaks (``codeglm.backends.base`` re-exports them for the lay
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,9 +28,16 @@ class CancelToken:
         return self._event.is_set()
 
 
+# Temperatures below this pick the most likely token (as vLLM does): dividing float32
+# logits by a smaller number overflows to inf and the probabilities become NaN.
+GREEDY_BELOW = 1e-5
+# Seeds are 64-bit signed integers, what torch's generators and OpenAI-style servers take.
+SEED_RANGE = (-(2**63), 2**63 - 1)
+
+
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick tokens. ``temperature == 0`` means greedy."""
+    """How to pick tokens. A ``temperature`` under ``GREEDY_BELOW`` (0 included) means greedy."""
 
     max_new_tokens: int = 128
     temperature: float = 0.0
@@ -40,12 +48,18 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.seed is not None and not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise ValueError(f"seed must be a 64-bit signed integer (from -2**63 to 2**63-1), got {self.seed}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < GREEDY_BELOW
 
 
 @dataclass(frozen=True)
@@ -61,4 +75,4 @@ class Completion:
     generated_tokens: int
 
 
-__all__ = ["CancelToken", "Completion", "FinishedCallback", "SamplingParams"]
+__all__ = ["GREEDY_BELOW", "SEED_RANGE", "CancelToken", "Completion", "FinishedCallback", "SamplingParams"]

@@ -11,9 +11,11 @@ gathers the ones arriving together; with the native backend each gathering is on
 engine call that decodes them as one batch, streams getting their text after every
 step (see ``codeglm.backends.batching``). When a client disconnects its requests
 are cancelled within one decode step; the others in its batch go on. Bad requests
-get 400 (wrong field types or values, a prompt that with ``max_tokens`` does not fit
-the context, ``n`` too large) or 422 (a body that is not a JSON object), with an
-OpenAI-style ``{"error": {"message": ...}}``.
+get 400 (wrong field types or values, numbers out of the range the engine takes, text
+that is not valid Unicode, a prompt that with ``max_tokens`` does not fit the context,
+``n`` too large) or 422 (a body that is not a JSON object). Every error, whatever the
+endpoint or the fault, has one shape: OpenAI's ``{"error": {"message": ...}}``. A bad
+request never fails another client's request batched with it (see ``BatchScheduler``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codeglm.backends.base import (
     Backend,
@@ -45,7 +48,23 @@ from codeglm.backends.base import (
 )
 from codeglm.backends.batch_entry import SampleListener
 from codeglm.backends.batching import BatchScheduler
+from codeglm.inference.types import SEED_RANGE
 
+
+def valid_unicode(text: str) -> str:
+    """``text`` if it is valid Unicode; JSON's escapes can carry a lone surrogate
+    (``"\\ud800"``), which no tokenizer or UTF-8 encoder takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"has a lone surrogate (U+{ord(text[error.start]):04X}) at character {error.start}: "
+            "send valid Unicode text"
+        ) from None
+    return text
+
+
+Text = Annotated[StrictStr, AfterValidator(valid_unicode)]
 StrictNonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
 StrictPositiveInt = Annotated[int, Field(strict=True, ge=1)]
 # What each field must be, for error messages (pydantic's own are per union member).
@@ -53,13 +72,13 @@ FIELD_HELP = {
     "model": "a string",
     "prompt": "a string or a list of strings",
     "max_tokens": "an integer >= 0",
-    "temperature": "a number >= 0",
+    "temperature": "a finite number >= 0",
     "top_p": "a number in (0, 1]",
     "top_k": "an integer >= 0",
     "n": "an integer >= 1",
     "stop": "a string, a list of strings or null",
     "stream": "true or false",
-    "seed": "an integer or null",
+    "seed": "an integer from -2**63 to 2**63-1, or null",
     "suffix": "a string or null",
     "echo": "false",
     "best_of": "null or equal to n",
@@ -72,20 +91,27 @@ class CompletionBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: StrictStr | None = None
-    prompt: StrictStr | list[StrictStr]
+    model: Text | None = None
+    prompt: Text | list[Text]
     max_tokens: StrictNonNegativeInt = 16
-    temperature: Annotated[float, Field(strict=True, ge=0)] = 1.0
+    temperature: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)] = 1.0
     top_p: Annotated[float, Field(strict=True, gt=0, le=1)] = 1.0
     top_k: StrictNonNegativeInt = 0
     n: StrictPositiveInt = 1
-    stop: StrictStr | list[StrictStr] | None = None
+    stop: Text | list[Text] | None = None
     stream: StrictBool = False
-    seed: Annotated[int, Field(strict=True)] | None = None
-    suffix: StrictStr | None = None
+    seed: Annotated[int, Field(strict=True, ge=SEED_RANGE[0], le=SEED_RANGE[1])] | None = None
+    suffix: Text | None = None
     echo: StrictBool = False
     best_of: StrictPositiveInt | None = None
     logprobs: None = None
+
+
+class TokenizeBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: Text | None = None
+    prompt: Text
 
 
 @dataclass(frozen=True)
@@ -213,7 +239,9 @@ def context_overflow_message(where: str, prompt_tokens: int, max_tokens: int, co
 def _describe_validation_errors(errors: Sequence[Any]) -> tuple[int, str, str | None]:
     """(status, message, first bad field) for pydantic's errors about a request body."""
     fields: dict[str, str] = {}
-    for error in errors:
+    # Our own validators' messages (value_error) first: in a union such as ``stop`` the
+    # member the value was meant for says what is wrong, the others only "not a string".
+    for error in sorted(errors, key=lambda e: e.get("type") != "value_error"):
         loc = tuple(error.get("loc", ()))
         if error.get("type") == "json_invalid" or loc in (("body",), ()):
             return 422, f"the request body is not a JSON object: {error.get('msg', 'malformed')}", None
@@ -222,6 +250,8 @@ def _describe_validation_errors(errors: Sequence[Any]) -> tuple[int, str, str | 
             continue
         if error.get("type") == "missing":
             fields[name] = f"{name} is required ({FIELD_HELP.get(name, 'see the OpenAI completions API')})"
+        elif error.get("type") == "value_error":
+            fields[name] = f"{name} {error.get('ctx', {}).get('error', error.get('msg'))}"
         else:
             given = json.dumps(error.get("input"), default=str)
             if len(given) > 60:
@@ -281,6 +311,22 @@ def create_app(backend: Backend, settings: ServerSettings | None = None) -> Fast
     async def on_bad_request(request: Request, error: BadRequest) -> JSONResponse:
         return JSONResponse(error_body(str(error), param=error.param), status_code=400)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # Starlette's and FastAPI's own errors (unknown path, wrong method, a body that
+        # is not UTF-8 or is nested too deep to parse) in the same shape as ours.
+        message = str(error.detail)
+        if message == "There was an error parsing the body":
+            message = ("the request body could not be parsed: send a JSON object encoded as UTF-8 "
+                       "(and nested less than a few hundred levels deep)")
+        elif error.status_code == 404:
+            message = f"no such endpoint: {request.url.path} (see /v1/completions, /v1/models, /tokenize)"
+        elif error.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}"
+        kind = "invalid_request_error" if error.status_code < 500 else "server_error"
+        return JSONResponse(error_body(message, kind=kind), status_code=error.status_code,
+                            headers=getattr(error, "headers", None))
+
     @app.exception_handler(BackendError)
     async def on_backend_error(request: Request, error: BackendError) -> JSONResponse:
         return JSONResponse(error_body(str(error), kind="server_error"), status_code=503)
@@ -305,11 +351,8 @@ def create_app(backend: Backend, settings: ServerSettings | None = None) -> Fast
         return {"batching": scheduler.stats.snapshot(), "streams": streams.snapshot()}
 
     @app.post("/tokenize")
-    async def tokenize(body: dict[str, Any]) -> dict[str, Any]:
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str):
-            raise BadRequest("prompt must be a string", "prompt")
-        count = await run_in_threadpool(backend.count_tokens, prompt)
+    async def tokenize(body: TokenizeBody) -> dict[str, Any]:
+        count = await run_in_threadpool(backend.count_tokens, body.prompt)
         return {"count": count, "max_model_len": backend.context_length}
 
     @app.post("/v1/completions", response_model=None)
