@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as transformers_logging
 
+from codeglm.inference import model_thread
 from codeglm.inference.decode import EngineModel
 from codeglm.inference.engine import Engine
 from codeglm.inference.jobs import Tokenizer
@@ -52,8 +53,13 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "fp32") -> En
     """A model directory (config.json + weights) loaded for inference.
 
     ``dtype`` is one of fp32, fp16, bf16 or int8 (weight-only int8 linears, see
-    ``codeglm.inference.quantize``).
+    ``codeglm.inference.quantize``). The work runs on the model thread (see
+    ``codeglm.inference.model_thread``).
     """
+    return model_thread.run(lambda: _load_model(path, device, dtype))
+
+
+def _load_model(path: str | Path, device: str, dtype: str) -> EngineModel:
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     directory = Path(path)
