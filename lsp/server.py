@@ -19,6 +19,7 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 from pygls.workspace import TextDocument
 
+from codeglm.backends import last_generation
 from codeglm.backends.base import CancelToken
 from codeglm.completion.pipeline import OpenDocument
 from lsp import commands
@@ -31,6 +32,9 @@ from lsp.settings import SECTION, Settings, SettingsError, apply_settings
 log = logging.getLogger(__name__)
 
 STATUS_NOTIFICATION = "codeglm/status"
+# A request (no params): what the engine's last generation did, or null for a backend
+# that does not measure it; as serve-api's GET /stats, for diagnostics and benchmarks.
+STATS_REQUEST = "codeglm/stats"
 MAX_OTHER_DOCUMENTS = 8  # other open documents offered to the context builder
 _MESSAGE_TYPES = {"error": types.MessageType.Error, "warning": types.MessageType.Warning,
                   "info": types.MessageType.Info, "log": types.MessageType.Log}
@@ -221,6 +225,11 @@ def create_server(settings: Settings) -> CodeglmServer:
         )
         # Incomplete: typing on must ask again, the completion depends on every character.
         return types.CompletionList(is_incomplete=True, items=[item])
+
+    @server.feature(STATS_REQUEST)
+    def stats(ls: CodeglmServer, params: Any) -> dict[str, Any]:
+        backend = ls.holder.backend
+        return {"lastGeneration": last_generation(backend) if backend is not None else None}
 
     @server.command(commands.TRANSLATE_FILE)
     async def translate_file(ls: CodeglmServer, *arguments: object) -> dict[str, Any]:

@@ -71,6 +71,14 @@ def load_backend(spec: str | BackendSpec | None = None, *, progress: bool = Fals
     return OpenAIBackend(parsed.target, parsed.model, **opts)  # type: ignore[arg-type]
 
 
+def last_generation(backend: Backend) -> dict[str, float | int] | None:
+    """What ``backend``'s last generation did (prompt tokens, prefix reuse, prefill and
+    decode seconds) where the backend measures it (native), else None. For the servers'
+    stats: how fast decoding really ran behind a door."""
+    report = getattr(backend, "last_generation", None)
+    return report() if callable(report) else None
+
+
 __all__ = [
     "BACKEND_ENV",
     "Backend",
@@ -85,6 +93,7 @@ __all__ = [
     "ModelFilesError",
     "SamplingParams",
     "default_backend_spec",
+    "last_generation",
     "load_backend",
     "parse_backend_spec",
 ]

@@ -15,6 +15,7 @@ reader.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from collections.abc import Callable, Generator, Sequence
@@ -176,6 +177,11 @@ class NativeBackend:
             return completion
 
         return stream_from_worker(work, stop_worker, name="codeglm-native-stream")
+
+    def last_generation(self) -> dict[str, float | int]:
+        """What the engine's last generation did (``GenerationStats``): prompt tokens, the
+        part taken from the prefix cache, prefill seconds, decode steps and seconds."""
+        return dataclasses.asdict(self._engine().last_stats)
 
     def close(self) -> None:
         self.engine = None

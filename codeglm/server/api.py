@@ -3,7 +3,8 @@
 Endpoints: ``GET /v1/models``, ``POST /v1/completions`` (``prompt`` as a string or a
 list of strings, ``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``n``,
 ``stop``, ``stream``, ``seed``, ``suffix``), ``POST /tokenize`` (vLLM's shape: token
-ids and their count), ``GET /stats`` (batching and streaming counters) and
+ids and their count), ``GET /stats`` (batching and streaming counters, and what the engine's last
+generation did) and
 ``GET /health``.
 
 Concurrency: every request, streamed or not, goes to a ``BatchScheduler`` that
@@ -38,6 +39,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from codeglm.backends import last_generation
 from codeglm.backends.base import (
     Backend,
     BackendError,
@@ -348,7 +350,8 @@ def create_app(backend: Backend, settings: ServerSettings | None = None) -> Fast
 
     @app.get("/stats")
     async def stats() -> dict[str, Any]:
-        return {"batching": scheduler.stats.snapshot(), "streams": streams.snapshot()}
+        return {"batching": scheduler.stats.snapshot(), "streams": streams.snapshot(),
+                "last_generation": last_generation(backend)}
 
     @app.post("/tokenize")
     async def tokenize(body: TokenizeBody) -> dict[str, Any]:
