@@ -9,6 +9,7 @@ family ``Decoder`` (``codeglm.model.families``); anything else is an
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,11 +79,35 @@ def _load_model(path: str | Path, device: str, dtype: str) -> EngineModel:
         model = codegeex.to(device).eval()
         codegeex.transformer.fuse_attention_projections()  # once, as the weights load: then int8 rows of the fused layer
     else:
-        model = load_decoder(directory, dtype=torch_dtype, device=device)  # projections stacked as they load
+        # Projections stacked as they load; int8 blocks quantized one by one as they fill,
+        # so the floating weights of only one block are ever held; what a block's loading
+        # freed goes back to the system before the next (peak: bench/load_memory.py).
+        def prepare_block(block: torch.nn.Module) -> None:
+            if dtype == "int8":
+                quantize_int8(block)
+            release_freed_memory()
+
+        model = load_decoder(directory, dtype=torch_dtype, device=device, prepare_block=prepare_block,
+                             replaces_blocks=dtype == "int8")
     if dtype == "int8":
-        quantize_int8(model)
+        quantize_int8(model)  # what is left: the output projection
     use_decode_layout(model)  # for decode speed
+    release_freed_memory()
     return model  # type: ignore[return-value]
+
+
+def release_freed_memory() -> None:
+    """Give the memory freed while loading back to the system (glibc's ``malloc_trim``).
+
+    Loading frees many tensors of 1-32 MB (the floating weights a block had before it
+    was quantized, stacking's and conversion's temporaries); glibc keeps such blocks in
+    its heap for reuse, so without this a loaded int8 StarCoderBase-1B stayed at 4.8 GB
+    resident where its tensors hold 2.5 GB (``bench/load_memory.py``). Elsewhere (not
+    glibc): nothing to do."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def load_model_tokenizer(path: str | Path, model: EngineModel) -> Tokenizer:

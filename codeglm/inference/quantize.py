@@ -41,12 +41,17 @@ FBGEMM_MAX_ROWS = 16
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-output-channel symmetric int8: (int8 weight (out, in), fp32 scales (out,))."""
-    w = weight.detach().float()
-    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-    q = torch.round(w / scales.unsqueeze(1)).clamp(-127, 127).to(torch.int8)
-    # A weight stored transposed (an engine's decode layout) gives a transposed q: the
-    # kernels read rows, so store them in order.
-    return q.contiguous(), scales
+    w = weight.detach()
+    scales = (w.abs().amax(dim=1).float() / 127.0).clamp(min=1e-12)
+    # Row chunks of about 16 MiB of fp32: a whole matrix's temporaries (a 150k x 896
+    # output projection is 545 MB a copy) would dwarf the int8 result while loading.
+    # Rows of q are in order whatever the weight's layout (the kernels read rows).
+    q = torch.empty(w.shape, dtype=torch.int8, device=w.device)
+    step = max(1, (1 << 22) // max(1, w.shape[1]))
+    for start in range(0, w.shape[0], step):
+        rows = w[start : start + step].float()
+        q[start : start + step] = torch.round(rows / scales[start : start + step, None]).clamp(-127, 127)
+    return q, scales
 
 
 def fbgemm_available() -> bool:

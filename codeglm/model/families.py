@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from torch import nn
 
+from codeglm.model.checkpoint_files import CheckpointFiles
 from codeglm.model.decoder import Decoder, DecoderSpec
 
 LLAMA_FAMILY = ("llama", "qwen2", "mistral")
@@ -196,35 +197,22 @@ def checkpoint_sources(spec: DecoderSpec) -> dict[str, Source]:
     return sources
 
 
-class CheckpointFiles:
-    """The safetensors files of a model directory (one file, or shards with an index),
-    memory-mapped; tensors are read one at a time."""
-
-    def __init__(self, directory: Path) -> None:
-        index = directory / "model.safetensors.index.json"
-        if index.is_file():
-            weight_map: dict[str, str] = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            files = sorted(set(weight_map.values()))
-        elif (directory / "model.safetensors").is_file():
-            files = ["model.safetensors"]
-        else:
-            found = sorted(p.name for p in directory.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".gguf"))
-            hint = f" (found {', '.join(found)}: save it with save_pretrained(safe_serialization=True))" if found else ""
-            raise FileNotFoundError(f"{directory} has no safetensors weights (model.safetensors or its index){hint}")
-        self.handles = [safe_open(str(directory / name), framework="pt", device="cpu") for name in files]
-        self.where = {key: handle for handle in self.handles for key in handle.keys()}
-
-    def get(self, key: str) -> torch.Tensor:
-        return self.where[key].get_tensor(key)
-
-
-def load_decoder(directory: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Decoder:
+def load_decoder(
+    directory: str | Path,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    prepare_block: Callable[[nn.Module], object] | None = None,
+    replaces_blocks: bool = False,
+) -> Decoder:
     """The decoder of a transformers model directory, in ``dtype`` on ``device``: see
-    ``decoder_from_tensors``, here over the directory's memory-mapped safetensors files."""
+    ``decoder_from_tensors``, here over the directory's safetensors files. Tensors used
+    as stored stay memory-mapped; the rest are read (see ``CheckpointFiles``)."""
     directory = Path(directory)
     spec = decoder_spec(read_config(directory))
     files = CheckpointFiles(directory)
-    return decoder_from_tensors(spec, files.get, set(files.where), dtype, device, where=str(directory))
+    return decoder_from_tensors(spec, files.get, set(files.where), dtype, device, where=str(directory),
+                                read=files.read, stored_dtype=files.dtype, prepare_block=prepare_block,
+                                replaces_blocks=replaces_blocks)
 
 
 def decoder_from_tensors(
@@ -234,14 +222,22 @@ def decoder_from_tensors(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     where: str = "the checkpoint",
+    read: Callable[[str], torch.Tensor] | None = None,
+    stored_dtype: Callable[[str], torch.dtype] | None = None,
+    prepare_block: Callable[[nn.Module], object] | None = None,
+    replaces_blocks: bool = False,
 ) -> Decoder:
     """A decoder of ``spec`` from checkpoint tensors (``get(key)`` for each of ``keys``, in
     the family's names; a transformers model's ``state_dict`` works too).
 
-    Built without memory of its own (the meta device), then each tensor read, combined,
-    converted and put in place one at a time: peak memory is the weights plus the
-    largest stacked layer. A tensor missing, of the wrong shape, or left over in the
-    checkpoint is an error naming it.
+    Built without memory of its own (the meta device), then filled block by block, each
+    tensor read, combined, converted and put in place one at a time. ``get`` serves the
+    tensors kept as stored (same dtype, on the CPU, not combined, and not in a block when
+    ``replaces_blocks``); ``read`` (default ``get``) the others, which are transformed
+    and dropped. ``prepare_block(block)`` runs on each block once it is filled
+    (``quantize_int8``, say, with ``replaces_blocks``: it replaces the block's tensors),
+    so peak memory is what the prepared blocks hold plus one block as stored. A
+    tensor missing, of the wrong shape, or left over in the checkpoint is an error naming it.
     """
     with torch.device("meta"):
         model = Decoder(spec)
@@ -251,26 +247,50 @@ def decoder_from_tensors(
     sources = checkpoint_sources(spec)
     if set(sources) != set(expected):
         raise AssertionError(f"checkpoint map and decoder disagree: {sorted(set(sources) ^ set(expected))}")
+    read = read or get
+    on_cpu = torch.device(device).type == "cpu"
+
+    def take(key: str, combined: bool, in_block: bool) -> torch.Tensor:
+        as_stored = (
+            not combined and on_cpu and not (in_block and replaces_blocks)
+            and (stored_dtype is None or stored_dtype(key) == dtype)
+        )
+        return get(key) if as_stored else read(key)
+
     used: set[str] = set()
-    state: dict[str, torch.Tensor] = {}
-    for name, (names, combine) in sources.items():
-        missing = [key for key in names if key not in keys]
-        if missing:
-            raise ValueError(f"{where}: the weights have no tensor {missing[0]} (needed for {spec.model_type})")
-        tensor = combine([get(key) for key in names])
-        if tensor.shape != expected[name]:
-            raise ValueError(
-                f"{where}: {', '.join(names)} make a tensor of shape {tuple(tensor.shape)} where the config "
-                f"says {tuple(expected[name])}"
-            )
-        state[name] = tensor.to(device=device, dtype=dtype)
-        used.update(names)
+
+    def tensors_of(names_to_load: list[str]) -> dict[str, torch.Tensor]:
+        state: dict[str, torch.Tensor] = {}
+        for name in names_to_load:
+            names, combine = sources[name]
+            missing = [key for key in names if key not in keys]
+            if missing:
+                raise ValueError(f"{where}: the weights have no tensor {missing[0]} (needed for {spec.model_type})")
+            in_block = name.startswith("blocks.")
+            tensor = combine([take(key, combine is not single, in_block) for key in names])
+            if tensor.shape != expected[name]:
+                raise ValueError(
+                    f"{where}: {', '.join(names)} make a tensor of shape {tuple(tensor.shape)} where the config "
+                    f"says {tuple(expected[name])}"
+                )
+            state[name] = tensor.to(device=device, dtype=dtype)
+            used.update(names)
+        return state
+
+    for i, block in enumerate(model.blocks):
+        prefix = f"blocks.{i}."
+        state = tensors_of([name for name in sources if name.startswith(prefix)])
+        block.load_state_dict({name.removeprefix(prefix): t for name, t in state.items()}, strict=False, assign=True)
+        del state
+        if prepare_block is not None:
+            prepare_block(block)
+    rest = tensors_of([name for name in sources if not name.startswith("blocks.")])
     left = sorted(key for key in keys if key not in used and not key.endswith(IGNORED_SUFFIXES))
     if spec.tied_embeddings and "lm_head.weight" in left:
         left.remove("lm_head.weight")  # a saved copy of the tied embedding
     if left:
         raise ValueError(f"{where}: the weights hold tensors a {spec.model_type} model has no place for: {', '.join(left[:5])}")
-    model.load_state_dict(state, strict=False, assign=True)
+    model.load_state_dict(rest, strict=False, assign=True)
     if spec.tied_embeddings:
         model.lm_head.weight = model.embed.weight
     return model.eval()
