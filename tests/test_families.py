@@ -29,9 +29,11 @@ from transformers import (
 from codeglm.backends.base import BackendError, GenerationRequest
 from codeglm.backends.native import NativeBackend
 from codeglm.cli import main
+from codeglm.inference.cpu_kernels import ACTIVATION_CODES, float_gemv
 from codeglm.inference.engine import Engine
 from codeglm.inference.fim import FIM_TOKEN_TRIPLES, FimTokens, detect_fim_tokens, prompt_token_ids
 from codeglm.inference.loading import load_model, load_model_tokenizer
+from codeglm.inference.onednn import OneDNNLinear, use_onednn_linears
 from codeglm.inference.types import SamplingParams
 from codeglm.model.decoder import Decoder
 from codeglm.model.families import UnsupportedModelError, load_decoder
@@ -149,6 +151,46 @@ def test_engine_steps_and_greedy_continuation_equal_transformers(family: tuple[P
     [[again]] = engine.generate_tokens([prompt + [tokens[0]]], greedy(23))  # one more token typed
     assert engine.last_stats.reused_prefix_tokens == len(prompt)
     assert again.text == engine.tokenizer.decode(tokens[1:])
+
+
+@pytest.mark.skipif(float_gemv() is None, reason="the AVX2 kernels are not built here (test_cpu_kernels says why)")
+def test_one_token_steps_through_the_fused_kernels_equal_transformers(family: tuple[Path, Any]) -> None:
+    """Every product of a one-token step through the AVX2 kernel with its norm (LayerNorm
+    or RMSNorm), activation (GELU-tanh or SwiGLU) and residual taken in (a real model's
+    layers are large enough to be swapped; these small ones are swapped by hand), and the
+    attention kernel with rotary positions and shared key/value heads: the steps' logits
+    are still transformers'."""
+    directory, reference = family
+    model = load_model(directory)
+    use_onednn_linears(model, min_weight_bytes=0)
+    calls: list[tuple[bool, int, bool]] = []  # (a norm taken in, activation code, a residual taken in)
+
+    def counted(kernel: Any) -> Any:
+        def call(x: Any, weight: Any, bias: Any, norm_weight: Any = None, norm_bias: Any = None, eps: float = 1e-5,
+                 residual: Any = None, activation: int = 0) -> Any:
+            calls.append((norm_weight is not None, activation, residual is not None))
+            return kernel(x, weight, bias, norm_weight, norm_bias, eps, residual, activation)
+        return call
+
+    for layer in model.modules():
+        if isinstance(layer, OneDNNLinear) and layer._gemv is not None:
+            layer._gemv = counted(layer._gemv)
+    engine = Engine(model, load_model_tokenizer(directory, model))
+    prompt = engine.tokenizer.encode(PROMPT)
+    steps: list[torch.Tensor] = []
+    engine.logits_tap = lambda logits: steps.append(logits.clone())
+    engine.generate_tokens([prompt], greedy(12))
+    tokens = [int(logits[0].argmax()) for logits in steps]
+    assert tokens == hf_greedy(reference, prompt, len(tokens))
+    with torch.no_grad():
+        expected = reference(torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1 : -1]
+    assert_close(torch.cat(steps), expected)
+    # Per block and one-token step: q/k/v with its norm, the output with the residual, the
+    # MLP's first layer with its norm and activation, its second with the residual.
+    steps_taken = len(tokens) - 1
+    activation = ACTIVATION_CODES["swiglu" if model.spec.mlp == "swiglu" else "gelu_tanh"]
+    assert calls.count((True, 0, False)) == calls.count((False, 0, True)) // 2 == model.spec.num_layers * steps_taken
+    assert calls.count((True, activation, False)) == model.spec.num_layers * steps_taken
 
 
 def test_padded_batch_and_n_samples_equal_single_runs(family: tuple[Path, Any]) -> None:

@@ -1,6 +1,7 @@
 """AVX2 kernels for decode steps (``csrc/cpu_gemv.cpp``), built on first use: the one-row
-products of batch-1 steps, with the layer norm before and GELU or the residual after
-them, and one-query attention against the KV cache.
+products of batch-1 steps, with the layer norm or RMSNorm before and the activation
+(GELU, GELU-tanh, SwiGLU) and the residual after them, and one-query attention against
+the KV cache (rotary positions and grouped-query heads included).
 
 A decode step of a CodeGeeX model makes four products a block. oneDNN's fp32 kernel
 costs ~30 us a call before any arithmetic and fbgemm's int8 one ~20; these cost a few
@@ -25,19 +26,25 @@ from typing import Any
 
 import torch
 
+from codeglm.model.layers import Activation, RMSNorm
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "csrc" / "cpu_gemv.cpp"
 # int8_linear(x, weight_int8, scales, bias, norm_weight=None, norm_bias=None, eps=1e-5,
-# residual=None, gelu=False) and float_linear(x, weight, bias, <the same keywords>):
-# y = x @ W^T + bias with, if given, a layer norm of x before and GELU, then the residual
-# added, after; x (..., in) fp32 on the CPU.
+# residual=None, activation=0) and float_linear(x, weight, bias, <the same keywords>):
+# y = x @ W^T + bias with, if given, a norm of x before (a layer norm with norm_bias, an
+# RMSNorm without) and the activation (``ACTIVATION_CODES``), then the residual added,
+# after; x (..., in) fp32 on the CPU.
 Int8Gemv = Callable[..., torch.Tensor]
 FloatGemv = Callable[..., torch.Tensor]
-# decode_attention(q, k, v, key_cache, value_cache, position): q, k, v (B, 1, nh * hs);
-# writes k and v at ``position`` of the (B, nh, capacity, hs) caches, returns the
-# attention of q over positions [0, position], (B, 1, nh * hs).
-DecodeAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+# decode_attention(q, k, v, key_cache, value_cache, position, cos=None, sin=None):
+# q (B, 1, nh * hs), k and v (B, 1, nkv * hs); rotates q and k by cos and sin (1 or B, hs)
+# if given, writes k and v at ``position`` of the (B, nkv, capacity, hs) caches, returns
+# the attention of q over positions [0, position], (B, 1, nh * hs).
+DecodeAttention = Callable[..., torch.Tensor]
+# The kernels' codes for the activations of ``codeglm.model.layers`` (csrc: enum Activation).
+ACTIVATION_CODES: dict[Activation | None, int] = {None: 0, "fast_gelu": 1, "gelu_tanh": 2, "swiglu": 3}
 
 
 def cpu_has_avx2() -> bool:
@@ -63,18 +70,24 @@ def decode_attention() -> DecodeAttention | None:
 
 
 def kernel_extras(
-    norm: torch.nn.Module | None, residual: torch.Tensor | None, gelu: bool
-) -> tuple[torch.Tensor | None, torch.Tensor | None, float, torch.Tensor | None, bool] | None:
-    """The products' ``norm_weight, norm_bias, eps, residual, gelu`` arguments for a layer
+    norm: torch.nn.Module | None, residual: torch.Tensor | None, activation: Activation | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None, float, torch.Tensor | None, int] | None:
+    """The products' ``norm_weight, norm_bias, eps, residual, activation`` arguments for a
     norm before (or None) and a residual after (or None), or None where the kernels
-    cannot take them (a norm without weight or bias, a residual not contiguous)."""
+    cannot take them (a layer norm without weight or bias, a norm's weight not fp32, a
+    residual not contiguous)."""
     if residual is not None and not residual.is_contiguous():
         return None
+    code = ACTIVATION_CODES[activation]
     if norm is None:
-        return None, None, 1e-5, residual, gelu
+        return None, None, 1e-5, residual, code
+    if isinstance(norm, RMSNorm):
+        if norm.weight.dtype != torch.float32:
+            return None
+        return norm.weight, None, norm.eps, residual, code
     if not isinstance(norm, torch.nn.LayerNorm) or norm.weight is None or norm.bias is None or len(norm.normalized_shape) != 1:
-        return None  # the kernels' norm is a LayerNorm with weight and bias (not Llama's RMSNorm)
-    return norm.weight, norm.bias, norm.eps, residual, gelu
+        return None  # the kernels' norms: a LayerNorm with weight and bias, or an RMSNorm
+    return norm.weight, norm.bias, norm.eps, residual, code
 
 
 @functools.cache
@@ -104,4 +117,4 @@ def build() -> Any | None:
         return None
 
 
-__all__ = ["DecodeAttention", "FloatGemv", "Int8Gemv", "build", "cpu_has_avx2", "decode_attention", "float_gemv", "int8_gemv", "kernel_extras"]
+__all__ = ["ACTIVATION_CODES", "DecodeAttention", "FloatGemv", "Int8Gemv", "build", "cpu_has_avx2", "decode_attention", "float_gemv", "int8_gemv", "kernel_extras"]

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codeglm.inference.cpu_kernels import FloatGemv, float_gemv, kernel_extras
+from codeglm.model.layers import Activation
 
 ONEDNN_MAX_ROWS = 16
 # Weights of at most this many bytes stay with F.linear: measured break-even ~2 MiB
@@ -77,11 +78,11 @@ class OneDNNLinear(nn.Linear):
     def fused_forward(
         self,
         x: torch.Tensor,
-        norm: nn.LayerNorm | None = None,
+        norm: nn.Module | None = None,
         residual: torch.Tensor | None = None,
-        gelu: bool = False,
+        activation: Activation | None = None,
     ) -> torch.Tensor | None:
-        """``residual + gelu(self(norm(x)))``, each part if given, in one call of the AVX2
+        """``residual + activation(self(norm(x)))``, each part if given, in one call of the AVX2
         kernel for a one-row fp32 CPU input and an (out, in) contiguous weight, outside
         autograd; None where the kernel does not take it."""
         weight = self.weight
@@ -95,7 +96,7 @@ class OneDNNLinear(nn.Linear):
             or torch.is_grad_enabled()
         ):
             return None
-        extras = kernel_extras(norm, residual, gelu)
+        extras = kernel_extras(norm, residual, activation)
         return None if extras is None else self._gemv(x, weight, self.bias, *extras)
 
 

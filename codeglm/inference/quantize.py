@@ -31,6 +31,7 @@ from torch import nn
 
 from codeglm.inference.cpu_kernels import Int8Gemv, int8_gemv, kernel_extras
 from codeglm.model.codegeex import output_cache
+from codeglm.model.layers import Activation
 
 KERNELS = ("auto", "fbgemm", "dequant")
 # fbgemm quantizes all rows of an input with one activation scale, so a long prompt's
@@ -100,15 +101,15 @@ class Int8Linear(nn.Module):
     def fused_forward(
         self,
         x: torch.Tensor,
-        norm: nn.LayerNorm | None = None,
+        norm: nn.Module | None = None,
         residual: torch.Tensor | None = None,
-        gelu: bool = False,
+        activation: Activation | None = None,
     ) -> torch.Tensor | None:
-        """``residual + gelu(self(norm(x)))``, each part if given, in one call of the AVX2
+        """``residual + activation(self(norm(x)))``, each part if given, in one call of the AVX2
         kernel for a one-row fp32 input; None where the kernel does not take it."""
         if self._gemv is None or x.numel() != self.in_features or x.dtype != torch.float32 or x.requires_grad:
             return None
-        extras = kernel_extras(norm, residual, gelu)
+        extras = kernel_extras(norm, residual, activation)
         return None if extras is None else self._gemv(x, self.weight_int8, self.scales, self.bias, *extras)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

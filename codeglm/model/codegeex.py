@@ -189,7 +189,7 @@ class Block(nn.Module):
         q, k, v = attention.project(x, self.input_layernorm, query_input)  # (B, T, h) each
         heads = attention.attend(q, k, v, mask, is_causal, cache)  # (B, T, h)
         a = linear_step(attention.dense, heads, residual=x)
-        hidden = linear_step(mlp.dense_h_to_4h, a, norm=self.post_attention_layernorm, gelu=True)  # (B, T, 4h)
+        hidden = linear_step(mlp.dense_h_to_4h, a, norm=self.post_attention_layernorm, activation="fast_gelu")  # (B, T, 4h)
         return linear_step(mlp.dense_4h_to_h, hidden, residual=a)
 
 

@@ -80,7 +80,7 @@ class DecoderAttention(nn.Module):
         self.qkv = nn.Linear(spec.hidden_size, spec.qkv_size, bias=spec.qkv_bias)  # [q (nh*hs), k (nkv*hs), v (nkv*hs)]
         self.output = nn.Linear(spec.num_heads * spec.head_dim, spec.hidden_size, bias=spec.attention_output_bias)
         # The one-query attention for decode steps against a cache that offers
-        # ``next_position`` (``codeglm.inference``'s AVX2 kernel, multi-head only; None: SDPA).
+        # ``next_position`` (``codeglm.inference``'s AVX2 kernel; None: SDPA).
         self.decode_kernel: Callable[..., torch.Tensor] | None = None
 
     def forward(
@@ -97,19 +97,16 @@ class DecoderAttention(nn.Module):
         B, T, _ = x.shape
         nh, nkv, hs = spec.num_heads, spec.num_kv_heads, spec.head_dim
         q, k, v = linear_step(self.qkv, x, norm=norm).split((nh * hs, nkv * hs, nkv * hs), dim=-1)
+        if T == 1:  # the kernel rotates q and k itself and writes k and v into the cache
+            y = attend_with_decode_kernel(self.decode_kernel, q, k, v, mask, cache, self.layer_idx, rotary)
+            if y is not None:
+                return y  # (B, 1, nh*hs)
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
         v = v.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
         if rotary is not None:
             cos, sin = rotary
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if T == 1 and nkv == nh:  # the kernel reads one key/value head per query head
-            flat = (B, 1, nh * hs)
-            y = attend_with_decode_kernel(
-                self.decode_kernel, q.reshape(flat), k.reshape(flat), v.reshape(flat), mask, cache, self.layer_idx
-            )
-            if y is not None:
-                return y
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, nkv, S, hs)
         # Scaled by 1/sqrt(hs); each group of nh/nkv query heads reads one key/value head.
@@ -127,12 +124,7 @@ class DecoderMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, norm: nn.Module, residual: torch.Tensor) -> torch.Tensor:
         """``residual + MLP(norm(x))``."""
-        hidden = linear_step(self.up, x, norm=norm)
-        if self.swiglu:
-            gate, up = hidden.chunk(2, dim=-1)
-            hidden = F.silu(gate) * up
-        else:
-            hidden = F.gelu(hidden, approximate="tanh")
+        hidden = linear_step(self.up, x, norm=norm, activation="swiglu" if self.swiglu else "gelu_tanh")
         return linear_step(self.down, hidden, residual=residual)
 
 

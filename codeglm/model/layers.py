@@ -1,6 +1,6 @@
 """Pieces the model families share: the products with a norm before and an activation and
-residual after (the unit inference kernels fuse), norms, GELUs, rotary positions and the
-causal mask for a pass after cached positions.
+residual after (the unit inference kernels fuse), norms, activations, rotary positions and
+the causal mask for a pass after cached positions.
 
 Shapes: B batch, T new tokens, S keys (cached + new), h hidden, hs head size.
 """
@@ -8,16 +8,33 @@ Shapes: B batch, T new tokens, S keys (cached + new), h hidden, hs head size.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+# What a product's output goes through: CodeGeeX's GELU, GELU's tanh approximation
+# (StarCoder's), or SwiGLU over the [gate; up] halves of the output (Llama's MLP).
+Activation = Literal["fast_gelu", "gelu_tanh", "swiglu"]
 
 
 def fast_gelu(x: torch.Tensor) -> torch.Tensor:
     """CodeGeeX's GELU approximation, x * sigmoid(1.702 x). torch's sigmoid is already
     overflow-safe, so this equals the reference's exp-based form without its extra ops."""
     return x * torch.sigmoid(1.702 * x)
+
+
+def activate(y: torch.Tensor, activation: Activation) -> torch.Tensor:
+    """``activation`` of a product's output (SwiGLU halves the last dimension)."""
+    if activation == "fast_gelu":
+        return fast_gelu(y)
+    if activation == "gelu_tanh":
+        return F.gelu(y, approximate="tanh")
+    if activation == "swiglu":
+        gate, up = y.chunk(2, dim=-1)
+        return F.silu(gate) * up
+    raise ValueError(f"unknown activation {activation!r}: expected fast_gelu, gelu_tanh or swiglu")
 
 
 def layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
@@ -49,25 +66,25 @@ def linear_step(
     x: torch.Tensor,
     norm: nn.Module | None = None,
     residual: torch.Tensor | None = None,
-    gelu: bool = False,
+    activation: Activation | None = None,
 ) -> torch.Tensor:
-    """``residual + fast_gelu(layer(norm(x)))``, each part if given.
+    """``residual + activation(layer(norm(x)))``, each part if given.
 
     Inference layers (``codeglm.inference``: int8, oneDNN) may offer
-    ``fused_forward(x, norm, residual, gelu)``, which computes all of it in one kernel
-    call where it takes the input (a one-token step, a LayerNorm) and returns None where
-    it does not; torch's operations do the rest. A layer is called through ``forward``:
+    ``fused_forward(x, norm, residual, activation)``, which computes all of it in one
+    kernel call where it takes the input (a one-token step; a LayerNorm or RMSNorm) and
+    returns None where it does not; torch's operations do the rest. A layer is called through ``forward``:
     module hooks cost ~3 us a call, a few percent of a decode step, and nothing here
     uses them.
     """
     fused_forward = getattr(layer, "fused_forward", None)
     if fused_forward is not None:
-        y = fused_forward(x, norm, residual, gelu)
+        y = fused_forward(x, norm, residual, activation)
         if y is not None:
             return y
     y = layer.forward(x if norm is None else apply_norm(norm, x))
-    if gelu:
-        y = fast_gelu(y)
+    if activation is not None:
+        y = activate(y, activation)
     return y if residual is None else residual + y
 
 
@@ -79,12 +96,14 @@ def attend_with_decode_kernel(
     mask: torch.Tensor | None,
     cache: Any,
     layer_idx: int,
+    rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor | None:
     """One-query attention through an inference kernel (``codeglm.inference``'s AVX2 one,
-    which writes k and v into the cache itself), or None where it does not apply: q, k, v
-    (B, T, nh*hs) with as many key/value heads as query heads; the kernel takes one fp32
-    CPU token without a padding mask against a cache that offers ``next_position``,
-    outside autograd. Returns (B, 1, nh*hs)."""
+    which writes k and v into the cache itself), or None where it does not apply: q
+    (B, T, nh*hs), k and v (B, T, nkv*hs), not yet rotated; ``rotary`` the (cos, sin) of
+    ``rotary_cos_sin`` for these positions, which the kernel applies to q and k. It takes
+    one fp32 CPU token without a padding mask against a cache that offers
+    ``next_position``, outside autograd. Returns (B, 1, nh*hs)."""
     if (
         kernel is None
         or q.shape[1] != 1
@@ -96,7 +115,10 @@ def attend_with_decode_kernel(
     ):
         return None
     key_cache, value_cache, position = cache.next_position(layer_idx)
-    return kernel(q, k, v, key_cache, value_cache, position)
+    if rotary is None:
+        return kernel(q, k, v, key_cache, value_cache, position)
+    cos, sin = (angles.reshape(-1, angles.shape[-1]) for angles in rotary)  # (B or 1, hs)
+    return kernel(q, k, v, key_cache, value_cache, position, cos, sin)
 
 
 def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,7 +145,9 @@ def causal_mask(past_length: int, num_new: int, device: torch.device) -> torch.T
 
 
 __all__ = [
+    "Activation",
     "RMSNorm",
+    "activate",
     "apply_norm",
     "apply_rotary",
     "attend_with_decode_kernel",

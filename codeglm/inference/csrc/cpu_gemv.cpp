@@ -1,4 +1,5 @@
-// Kernels for the one-token decode steps of a CodeGeeX model on AVX2 CPUs.
+// Kernels for the one-token decode steps on AVX2 CPUs (CodeGeeX, StarCoder and
+// Llama-family models).
 //
 // Matrix-vector products for the one-row inputs of batch-1 steps: fp32 weights
 // (float_linear) and int8 weights with per-row scales (int8_linear). Each thread reads
@@ -6,10 +7,12 @@
 // prefetchers follow - and a call costs a few microseconds, where oneDNN's fp32 kernel
 // costs ~30 and fbgemm's int8 one ~20. Both take the small operations around a product
 // of a block with them, each of which would cost a torch call (~3-25 us in a step, more
-// than its arithmetic): the layer norm before it, GELU and the residual addition after.
+// than its arithmetic): the layer norm or RMSNorm before it, the activation (CodeGeeX's
+// GELU, GELU-tanh, or SwiGLU over the [gate; up] halves) and the residual after.
 //
 // decode_attention: one new query per row against the KV cache, writing the new key
-// and value into the cache first. At the benchmark's shape (12 heads of 64, 129
+// and value into the cache first, with rotary positions applied to both where given
+// and grouped-query heads (several query heads reading one key/value head). At the benchmark's shape (12 heads of 64, 129
 // positions, warm caches) torch's SDPA with the cache slicing and copies costs ~52 us a
 // layer, this ~26; at 1,024 positions it is as fast as SDPA.
 //
@@ -137,6 +140,37 @@ void gelu(float* y, int64_t n) {
   for (; i < n; i++) y[i] = y[i] / (1.f + std::exp(-1.702f * y[i]));
 }
 
+// GELU's tanh approximation (GPT-2's, StarCoder's; torch's gelu(approximate="tanh")),
+// 0.5 x (1 + tanh(u)) = x / (1 + e^(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3), in place
+// (the sigmoid form: no cancellation where the result is small).
+void gelu_tanh(float* y, int64_t n) {
+  constexpr float kAlpha = 0.7978845608028654f, kBeta = 0.044715f;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(y + i);
+    const __m256 cube = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+    const __m256 u = _mm256_mul_ps(_mm256_set1_ps(-2.f * kAlpha), _mm256_fmadd_ps(_mm256_set1_ps(kBeta), cube, x));
+    const __m256 e = exp8(u);
+    _mm256_storeu_ps(y + i, _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.f), e)));
+  }
+  for (; i < n; i++) {
+    const float x = y[i];
+    y[i] = 0.5f * x * (1.f + std::tanh(kAlpha * (x + kBeta * x * x * x)));
+  }
+}
+
+// SwiGLU: out[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + e^-g).
+void swiglu(const float* gate, const float* up, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + i);
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+    const __m256 silu = _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.f), e));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+  }
+  for (; i < n; i++) out[i] = gate[i] / (1.f + std::exp(-gate[i])) * up[i];
+}
+
 // One activation row as 13-bit integers: row ~ out * scale, rounded to nearest (even).
 void quantize_row(const float* row, int64_t K, int16_t* out, float* scale) {
   const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
@@ -162,32 +196,49 @@ void quantize_row(const float* row, int64_t K, int16_t* out, float* scale) {
   for (; k < K; k++) out[k] = static_cast<int16_t>(std::lrintf(row[k] * inverse));
 }
 
+// The activation a product applies to its outputs (the Python side's codes).
+enum Activation : int64_t { kNone = 0, kFastGelu = 1, kGeluTanh = 2, kSwiGlu = 3 };
+
 // What a product takes with it, around y = x @ W^T + bias:
-// x -> layer_norm(x) before; y -> gelu(y) -> y + residual after.
+// x -> layer_norm(x) (a bias given) or rms_norm(x) (no bias) before;
+// y -> activation(y) -> y + residual after. SwiGLU halves the width: y = [gate; up] ->
+// silu(gate) * up.
 struct Extras {
   c10::optional<torch::Tensor> norm_weight, norm_bias;
   double eps;
   c10::optional<torch::Tensor> residual;
-  bool gelu;
+  int64_t activation;
 };
 
-// The rows the product reads: x's, or their layer norm (mean and variance summed in
-// double: torch's fp32 within rounding).
+// The rows the product reads: x's, their layer norm (mean and variance summed in double:
+// torch's fp32 within rounding), or their RMSNorm (Llama's: x * rsqrt(mean(x^2) + eps),
+// then scaled by the weight).
 torch::Tensor normalized(const torch::Tensor& rows, const Extras& extras) {
   if (!extras.norm_weight.has_value()) return rows;
   const int64_t M = rows.size(0), K = rows.size(1);
   const torch::Tensor& w = *extras.norm_weight;
-  TORCH_CHECK(extras.norm_bias.has_value(), "a layer norm needs its bias too");
-  const torch::Tensor& b = *extras.norm_bias;
-  TORCH_CHECK(w.scalar_type() == torch::kFloat && b.scalar_type() == torch::kFloat && w.is_contiguous() &&
-                  b.is_contiguous() && w.numel() == K && b.numel() == K,
-              "layer norm weight and bias must be contiguous float32 of the input size");
+  const bool rms = !extras.norm_bias.has_value();
+  TORCH_CHECK(w.scalar_type() == torch::kFloat && w.is_contiguous() && w.numel() == K,
+              "norm weight must be contiguous float32 of the input size");
+  const float* bd = nullptr;
+  if (!rms) {
+    const torch::Tensor& b = *extras.norm_bias;
+    TORCH_CHECK(b.scalar_type() == torch::kFloat && b.is_contiguous() && b.numel() == K,
+                "layer norm bias must be contiguous float32 of the input size");
+    bd = b.data_ptr<float>();
+  }
   torch::Tensor out = torch::empty_like(rows);
   const float* wd = w.data_ptr<float>();
-  const float* bd = b.data_ptr<float>();
   for (int64_t m = 0; m < M; m++) {
     const float* x = rows.data_ptr<float>() + m * K;
     float* o = out.data_ptr<float>() + m * K;
+    if (rms) {
+      double squares = 0.0;
+      for (int64_t k = 0; k < K; k++) squares += double(x[k]) * double(x[k]);
+      const float rstd = static_cast<float>(1.0 / std::sqrt(squares / K + extras.eps));
+      for (int64_t k = 0; k < K; k++) o[k] = wd[k] * (x[k] * rstd);
+      continue;
+    }
     double sum = 0.0;
     for (int64_t k = 0; k < K; k++) sum += x[k];
     const float mean = static_cast<float>(sum / K);
@@ -208,12 +259,38 @@ const float* residual_rows(const Extras& extras, int64_t M, int64_t N) {
   return r.data_ptr<float>();
 }
 
-// GELU and the residual on the outputs [n0, n1) of row m, which one thread computed.
-inline void finish(float* y, const float* residual, bool with_gelu, int64_t m, int64_t N, int64_t n0, int64_t n1) {
-  if (with_gelu) gelu(y + m * N + n0, n1 - n0);
+// The activation (element-wise ones) and the residual on the outputs [n0, n1) of row m,
+// which one thread computed. SwiGLU mixes two halves of a row: ``finish_swiglu``.
+inline void finish(float* y, const float* residual, int64_t activation, int64_t m, int64_t N, int64_t n0, int64_t n1) {
+  if (activation == kSwiGlu) return;
+  if (activation == kFastGelu) gelu(y + m * N + n0, n1 - n0);
+  if (activation == kGeluTanh) gelu_tanh(y + m * N + n0, n1 - n0);
   if (residual != nullptr) {
     for (int64_t n = n0; n < n1; n++) y[m * N + n] += residual[m * N + n];
   }
+}
+
+// The product's output: y itself, or for SwiGLU silu(gate) * up (+ residual) of its
+// [gate; up] halves, (M, N / 2).
+torch::Tensor finish_swiglu(const torch::Tensor& y, const Extras& extras) {
+  if (extras.activation != kSwiGlu) return y;
+  const int64_t M = y.size(0), N = y.size(1), half = N / 2;
+  torch::Tensor out = torch::empty({M, half}, y.options());
+  const float* residual = residual_rows(extras, M, half);
+  for (int64_t m = 0; m < M; m++) {
+    const float* row = y.data_ptr<float>() + m * N;
+    float* o = out.data_ptr<float>() + m * half;
+    swiglu(row, row + half, o, half);
+    if (residual != nullptr) {
+      for (int64_t n = 0; n < half; n++) o[n] += residual[m * half + n];
+    }
+  }
+  return out;
+}
+
+void check_activation(const Extras& extras, int64_t N) {
+  TORCH_CHECK(extras.activation >= kNone && extras.activation <= kSwiGlu, "unknown activation code ", extras.activation);
+  TORCH_CHECK(extras.activation != kSwiGlu || N % 2 == 0, "SwiGLU needs an even output width ([gate; up]), got ", N);
 }
 
 // What both products check and prepare: x as contiguous (M, K) rows, the bias's data
@@ -234,7 +311,7 @@ Operands operands(const torch::Tensor& x, int64_t N, int64_t K, const c10::optio
     bias_data = bias->data_ptr<float>();
   }
   std::vector<int64_t> out_sizes = x.sizes().vec();
-  out_sizes.back() = N;
+  out_sizes.back() = N;  // halved by the callers for SwiGLU
   return {x.reshape({-1, K}).contiguous(), bias_data, out_sizes};
 }
 
@@ -243,19 +320,20 @@ Operands operands(const torch::Tensor& x, int64_t N, int64_t K, const c10::optio
 // x (..., K) fp32, weight (N, K) fp32 contiguous, bias (N) fp32 or None.
 torch::Tensor float_linear(const torch::Tensor& x, const torch::Tensor& weight, const c10::optional<torch::Tensor>& bias,
                            const c10::optional<torch::Tensor>& norm_weight, const c10::optional<torch::Tensor>& norm_bias,
-                           double eps, const c10::optional<torch::Tensor>& residual, bool with_gelu) {
-  const Extras extras{norm_weight, norm_bias, eps, residual, with_gelu};
+                           double eps, const c10::optional<torch::Tensor>& residual, int64_t activation) {
+  const Extras extras{norm_weight, norm_bias, eps, residual, activation};
   TORCH_CHECK(weight.scalar_type() == torch::kFloat && weight.dim() == 2 && weight.is_contiguous() && weight.device().is_cpu(),
               "weight must be a contiguous float32 (out, in) tensor on the CPU");
   const int64_t N = weight.size(0), K = weight.size(1);
-  const Operands in = operands(x, N, K, bias);
+  check_activation(extras, N);
+  Operands in = operands(x, N, K, bias);
   const int64_t M = in.rows.size(0);
   const float* bias_data = in.bias;
   torch::Tensor y = torch::empty({M, N}, x.options());
   const torch::Tensor rows = normalized(in.rows, extras);
   const float* x_data = rows.data_ptr<float>();
   const float* w_data = weight.data_ptr<float>();
-  const float* r_data = residual_rows(extras, M, N);
+  const float* r_data = extras.activation == kSwiGlu ? nullptr : residual_rows(extras, M, N);
   float* y_data = y.data_ptr<float>();
   at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
     for (int64_t m = 0; m < M; m++) {
@@ -274,29 +352,31 @@ torch::Tensor float_linear(const torch::Tensor& x, const torch::Tensor& weight, 
         for (; k < K; k++) sum += w[k] * xm[k];
         y_data[m * N + n] = bias_data ? sum + bias_data[n] : sum;
       }
-      finish(y_data, r_data, extras.gelu, m, N, n0, n1);
+      finish(y_data, r_data, extras.activation, m, N, n0, n1);
     }
   });
-  return y.view(in.out_sizes);
+  if (extras.activation == kSwiGlu) in.out_sizes.back() = N / 2;
+  return finish_swiglu(y, extras).view(in.out_sizes);
 }
 
 // x (..., K) fp32, weight (N, K) int8 contiguous, scale (N) fp32, bias (N) fp32 or None.
 torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& scale,
                           const c10::optional<torch::Tensor>& bias, const c10::optional<torch::Tensor>& norm_weight,
                           const c10::optional<torch::Tensor>& norm_bias, double eps,
-                          const c10::optional<torch::Tensor>& residual, bool with_gelu) {
-  const Extras extras{norm_weight, norm_bias, eps, residual, with_gelu};
+                          const c10::optional<torch::Tensor>& residual, int64_t activation) {
+  const Extras extras{norm_weight, norm_bias, eps, residual, activation};
   TORCH_CHECK(weight.scalar_type() == torch::kChar && weight.dim() == 2 && weight.is_contiguous() && weight.device().is_cpu(),
               "weight must be a contiguous 2-d int8 tensor on the CPU");
   TORCH_CHECK(scale.scalar_type() == torch::kFloat && scale.is_contiguous() && scale.device().is_cpu(),
               "scale must be contiguous float32 on the CPU");
   const int64_t N = weight.size(0), K = weight.size(1);
-  const Operands in = operands(x, N, K, bias);
+  check_activation(extras, N);
+  Operands in = operands(x, N, K, bias);
   const int64_t M = in.rows.size(0);
   const float* bias_data = in.bias;
   const torch::Tensor rows = normalized(in.rows, extras);
   const float* x_data = rows.data_ptr<float>();
-  const float* r_data = residual_rows(extras, M, N);
+  const float* r_data = extras.activation == kSwiGlu ? nullptr : residual_rows(extras, M, N);
 
   std::vector<int16_t> x_int(M * K);
   std::vector<float> x_scale(M);
@@ -323,45 +403,98 @@ torch::Tensor int8_linear(const torch::Tensor& x, const torch::Tensor& weight, c
         store(m, n0 + half + i, b);
       }
       for (int64_t n = n0 + 2 * half; n < n1; n++) store(m, n, dot(w_data + n * K, xm, K));
-      finish(y_data, r_data, extras.gelu, m, N, n0, n1);
+      finish(y_data, r_data, extras.activation, m, N, n0, n1);
     }
   });
-  return y.view(in.out_sizes);
+  if (extras.activation == kSwiGlu) in.out_sizes.back() = N / 2;
+  return finish_swiglu(y, extras).view(in.out_sizes);
 }
 
-// q, k, v (B, 1, nh * hs) fp32, last dimension contiguous (slices of a fused projection
-// will do); key_cache and value_cache (B, nh, capacity, hs) fp32, last dimension
-// contiguous. Writes k and v at cache position `position`, then returns each row's
-// attention over positions [0, position], (B, 1, nh * hs): softmax(q k^T / sqrt(hs)) v,
-// the scores and their softmax in fp32 like SDPA's CPU kernel.
+// Rotary positions on one head's hs values (transformers' Llama layout: the halves
+// rotated, x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1]), into out.
+inline void rotate(const float* x, const float* cos, const float* sin, int64_t hs, float* out) {
+  const int64_t half = hs / 2;
+  for (int64_t d = 0; d < half; d++) out[d] = x[d] * cos[d] - x[d + half] * sin[d];
+  for (int64_t d = half; d < hs; d++) out[d] = x[d] * cos[d] + x[d - half] * sin[d];
+}
+
+// q (B, 1, nh * hs), k and v (B, 1, nkv * hs) fp32, last dimension contiguous (slices of a
+// fused projection will do); key_cache and value_cache (B, nkv, capacity, hs) fp32, last
+// dimension contiguous, nh a multiple of nkv (query head i reads key/value head
+// i / (nh / nkv)). cos and sin, if given: (1 or B, hs) contiguous, the rotary angles of
+// this position, applied to q and k first. Writes k and v at cache position `position`,
+// then returns each row's attention over positions [0, position], (B, 1, nh * hs):
+// softmax(q k^T / sqrt(hs)) v, the scores and their softmax in fp32 like SDPA's CPU kernel.
 torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                               const torch::Tensor& key_cache, const torch::Tensor& value_cache, int64_t position) {
-  TORCH_CHECK(key_cache.dim() == 4 && value_cache.sizes() == key_cache.sizes(), "caches must be (B, nh, capacity, hs)");
-  const int64_t B = key_cache.size(0), nh = key_cache.size(1), capacity = key_cache.size(2), hs = key_cache.size(3);
+                               const torch::Tensor& key_cache, const torch::Tensor& value_cache, int64_t position,
+                               const c10::optional<torch::Tensor>& cos, const c10::optional<torch::Tensor>& sin) {
+  TORCH_CHECK(key_cache.dim() == 4 && value_cache.sizes() == key_cache.sizes(), "caches must be (B, nkv, capacity, hs)");
+  const int64_t B = key_cache.size(0), nkv = key_cache.size(1), capacity = key_cache.size(2), hs = key_cache.size(3);
   for (const torch::Tensor* t : {&q, &k, &v, &key_cache, &value_cache}) {
     TORCH_CHECK(t->scalar_type() == torch::kFloat && t->device().is_cpu() && t->stride(-1) == 1,
                 "attention operands must be float32 on the CPU, last dimension contiguous");
   }
-  for (const torch::Tensor* t : {&q, &k, &v}) {
-    TORCH_CHECK(t->dim() == 3 && t->size(0) == B && t->size(1) == 1 && t->size(2) == nh * hs,
-                "q, k and v must be (B, 1, nh * hs) for the cache's B, nh and hs");
+  TORCH_CHECK(q.dim() == 3 && q.size(0) == B && q.size(1) == 1 && q.size(2) % hs == 0,
+              "q must be (B, 1, nh * hs) for the cache's B and hs");
+  const int64_t nh = q.size(2) / hs;
+  TORCH_CHECK(nh % nkv == 0, nh, " query heads cannot share ", nkv, " key/value heads evenly");
+  const int64_t group = nh / nkv;
+  for (const torch::Tensor* t : {&k, &v}) {
+    TORCH_CHECK(t->dim() == 3 && t->size(0) == B && t->size(1) == 1 && t->size(2) == nkv * hs,
+                "k and v must be (B, 1, nkv * hs) for the cache's B, nkv and hs");
+  }
+  TORCH_CHECK(cos.has_value() == sin.has_value(), "rotary positions need both cos and sin");
+  const float* cos_data = nullptr;
+  const float* sin_data = nullptr;
+  int64_t angle_step = 0;  // 0: one set of angles for every row
+  if (cos.has_value()) {
+    TORCH_CHECK(hs % 2 == 0, "rotary positions need an even head size, got ", hs);
+    for (const torch::Tensor* t : {&*cos, &*sin}) {
+      TORCH_CHECK(t->scalar_type() == torch::kFloat && t->is_contiguous() && t->dim() == 2 && t->size(1) == hs &&
+                      (t->size(0) == 1 || t->size(0) == B),
+                  "cos and sin must be contiguous float32 (1 or B, hs)");
+    }
+    TORCH_CHECK(cos->sizes() == sin->sizes(), "cos and sin must have the same shape");
+    cos_data = cos->data_ptr<float>();
+    sin_data = sin->data_ptr<float>();
+    angle_step = cos->size(0) == 1 ? 0 : hs;
   }
   TORCH_CHECK(0 <= position && position < capacity, "position ", position, " is outside the cache of ", capacity);
   const int64_t S = position + 1;
   const float scale = 1.f / std::sqrt(static_cast<float>(hs));
+
+  // The new keys (rotated) and values into the cache: once per key/value head.
+  const int64_t key_step = key_cache.stride(2), value_step = value_cache.stride(2);
+  for (int64_t b = 0; b < B; b++) {
+    for (int64_t head = 0; head < nkv; head++) {
+      const float* key = k.data_ptr<float>() + b * k.stride(0) + head * hs;
+      float* key_slot = key_cache.data_ptr<float>() + b * key_cache.stride(0) + head * key_cache.stride(1) + position * key_step;
+      float* value_slot =
+          value_cache.data_ptr<float>() + b * value_cache.stride(0) + head * value_cache.stride(1) + position * value_step;
+      if (cos_data != nullptr) {
+        rotate(key, cos_data + b * angle_step, sin_data + b * angle_step, hs, key_slot);
+      } else {
+        std::copy_n(key, hs, key_slot);
+      }
+      std::copy_n(v.data_ptr<float>() + b * v.stride(0) + head * hs, hs, value_slot);
+    }
+  }
+
   torch::Tensor y = torch::empty({B, 1, nh * hs}, q.options());
   float* y_data = y.data_ptr<float>();
   at::parallel_for(0, B * nh, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(S);
     std::vector<float> out(hs);
+    std::vector<float> rotated(hs);
     for (int64_t i = begin; i < end; i++) {
-      const int64_t b = i / nh, head = i % nh;
+      const int64_t b = i / nh, head = i % nh, kv_head = head / group;
       const float* qi = q.data_ptr<float>() + b * q.stride(0) + head * hs;
-      float* keys = key_cache.data_ptr<float>() + b * key_cache.stride(0) + head * key_cache.stride(1);
-      float* values = value_cache.data_ptr<float>() + b * value_cache.stride(0) + head * value_cache.stride(1);
-      const int64_t key_step = key_cache.stride(2), value_step = value_cache.stride(2);
-      std::copy_n(k.data_ptr<float>() + b * k.stride(0) + head * hs, hs, keys + position * key_step);
-      std::copy_n(v.data_ptr<float>() + b * v.stride(0) + head * hs, hs, values + position * value_step);
+      if (cos_data != nullptr) {
+        rotate(qi, cos_data + b * angle_step, sin_data + b * angle_step, hs, rotated.data());
+        qi = rotated.data();
+      }
+      const float* keys = key_cache.data_ptr<float>() + b * key_cache.stride(0) + kv_head * key_cache.stride(1);
+      const float* values = value_cache.data_ptr<float>() + b * value_cache.stride(0) + kv_head * value_cache.stride(1);
 
       float best = -INFINITY;
       for (int64_t s = 0; s < S; s++) {
@@ -408,9 +541,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   namespace py = pybind11;
   m.def("int8_linear", &int8_linear, "int8-weight linear layer for few rows (AVX2)", py::arg("x"), py::arg("weight"),
         py::arg("scale"), py::arg("bias"), py::arg("norm_weight") = py::none(), py::arg("norm_bias") = py::none(),
-        py::arg("eps") = 1e-5, py::arg("residual") = py::none(), py::arg("gelu") = false);
+        py::arg("eps") = 1e-5, py::arg("residual") = py::none(), py::arg("activation") = 0);
   m.def("float_linear", &float_linear, "fp32 linear layer for few rows (AVX2)", py::arg("x"), py::arg("weight"),
         py::arg("bias"), py::arg("norm_weight") = py::none(), py::arg("norm_bias") = py::none(), py::arg("eps") = 1e-5,
-        py::arg("residual") = py::none(), py::arg("gelu") = false);
-  m.def("decode_attention", &decode_attention, "one query per row against the KV cache (AVX2)");
+        py::arg("residual") = py::none(), py::arg("activation") = 0);
+  m.def("decode_attention", &decode_attention, "one query per row against the KV cache (AVX2)", py::arg("q"),
+        py::arg("k"), py::arg("v"), py::arg("key_cache"), py::arg("value_cache"), py::arg("position"),
+        py::arg("cos") = py::none(), py::arg("sin") = py::none());
 }
