@@ -17,7 +17,16 @@ import torch
 import torch.nn.functional as F
 from _torch_fixtures import one_thread  # noqa: F401 (autouse)
 
-from codeglm.inference.cpu_kernels import ACTIVATION_CODES, build, cpu_has_avx2, float_gemv, int8_gemv
+from codeglm.inference import cpu_kernels
+from codeglm.inference.cpu_kernels import (
+    ACTIVATION_CODES,
+    build,
+    build_directory,
+    clear_stale_lock,
+    cpu_has_avx2,
+    float_gemv,
+    int8_gemv,
+)
 from codeglm.inference.onednn import OneDNNLinear, linear
 from codeglm.inference.quantize import Int8Linear, fbgemm_available
 from codeglm.model.layers import RMSNorm, activate, apply_rotary, fast_gelu, linear_step, rotary_cos_sin
@@ -54,6 +63,30 @@ def kernels() -> Any:
     module = build()
     assert module is not None, "the AVX2 kernels could be built here, but the build failed (see the log)"
     return module
+
+
+def test_each_source_and_environment_builds_in_a_directory_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two checkouts or virtualenvs on one machine must not rebuild one directory in turn."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    here = build_directory()
+    assert here.parent == tmp_path and here == build_directory()
+    other_source = tmp_path / "cpu_gemv.cpp"
+    other_source.write_text(cpu_kernels.SOURCE.read_text() + "\n// changed\n")
+    monkeypatch.setattr(cpu_kernels, "SOURCE", other_source)
+    assert build_directory() != here
+    monkeypatch.setattr(cpu_kernels, "SOURCE", Path(cpu_kernels.__file__).parent / "csrc" / "cpu_gemv.cpp")
+    monkeypatch.setattr("sys.prefix", str(tmp_path / "another-venv"))
+    assert build_directory() != here
+
+
+def test_a_lock_left_by_a_killed_build_is_cleared_and_a_live_one_kept(tmp_path: Path) -> None:
+    lock = tmp_path / "lock"
+    assert not clear_stale_lock(tmp_path)
+    lock.touch()
+    assert not clear_stale_lock(tmp_path) and lock.exists()  # a build under way
+    old = lock.stat().st_mtime - cpu_kernels.STALE_LOCK_SECONDS - 1
+    os.utime(lock, (old, old))
+    assert clear_stale_lock(tmp_path) and not lock.exists()
 
 
 def test_the_kernels_are_built_where_they_can_be(kernels: Any) -> None:

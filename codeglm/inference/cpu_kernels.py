@@ -9,8 +9,12 @@ microseconds and read the weight rows as long streams per thread. ``float_linear
 in fp32 like any BLAS (another order of the same sums); ``int8_linear`` rounds each
 activation row to 13-bit integers (relative error ~1e-4) where fbgemm uses 7 bits.
 They are compiled once per machine with torch's extension builder (a C++ compiler and
-ninja; ~30 s) into torch's extension cache, ``$TORCH_EXTENSIONS_DIR`` or
-``~/.cache/torch_extensions``. Where they cannot be built or run (no AVX2, no compiler,
+ninja; ~30 s) into a directory of torch's extension cache (``$TORCH_EXTENSIONS_DIR`` or
+``~/.cache/torch_extensions``) named by what the build depends on: the source, the flags,
+torch's version and the environment's prefix. Two checkouts or virtualenvs on one machine
+would otherwise rebuild the same directory in turn (ninja sees other include paths) and
+wait on each other's build lock; a lock left by a build that was killed is cleared after
+``STALE_LOCK_SECONDS``, where torch would wait for it forever. Where they cannot be built or run (no AVX2, no compiler,
 ``CODEGLM_CPU_KERNELS=off``) ``int8_gemv()``, ``float_gemv()`` and ``decode_attention()``
 are None and oneDNN, fbgemm and SDPA do the work.
 """
@@ -18,8 +22,11 @@ are None and oneDNN, fbgemm and SDPA do the work.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,11 @@ from codeglm.model.layers import Activation, RMSNorm
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).parent / "csrc" / "cpu_gemv.cpp"
+CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
+LDFLAGS = ["-fopenmp"]
+# A build takes ~30 s (minutes on a loaded machine); a lock older than this was left by a
+# build that did not finish.
+STALE_LOCK_SECONDS = 600
 # int8_linear(x, weight_int8, scales, bias, norm_weight=None, norm_bias=None, eps=1e-5,
 # residual=None, activation=0) and float_linear(x, weight, bias, <the same keywords>):
 # y = x @ W^T + bias with, if given, a norm of x before (a layer norm with norm_bias, an
@@ -90,6 +102,34 @@ def kernel_extras(
     return norm.weight, norm.bias, norm.eps, residual, code
 
 
+def build_directory() -> Path:
+    """The build's own directory in torch's extension cache, named by the source, the
+    flags, torch's version and this environment (``sys.prefix``)."""
+    from torch.utils.cpp_extension import get_default_build_root  # deferred: only to build
+
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(CFLAGS + LDFLAGS).encode(), torch.__version__.encode(), os.path.realpath(sys.prefix).encode()):
+        key.update(part)
+        key.update(b"\0")
+    cache_root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    return cache_root / f"codeglm_cpu_gemv-{key.hexdigest()[:16]}"
+
+
+def clear_stale_lock(directory: Path, max_age: float = STALE_LOCK_SECONDS) -> bool:
+    """Remove the build lock if it is older than ``max_age`` seconds (its build was killed);
+    returns whether one was removed."""
+    lock = directory / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if age < max_age:
+        return False
+    log.warning("removing a build lock left %.0f s ago by a build that did not finish: %s", age, lock)
+    lock.unlink(missing_ok=True)
+    return True
+
+
 @functools.cache
 def build() -> Any | None:
     """The compiled extension module, or None where it cannot be had."""
@@ -103,13 +143,17 @@ def build() -> Any | None:
         pass  # a system ninja may be on PATH
     from torch.utils.cpp_extension import load  # deferred: only to build the kernels
 
-    log.info("building the decode kernels once (~30 s): %s", SOURCE)
+    directory = build_directory()
+    log.info("building the decode kernels once (~30 s) in %s: %s", directory, SOURCE)
     try:
+        directory.mkdir(parents=True, exist_ok=True)
+        clear_stale_lock(directory)
         return load(
             name="codeglm_cpu_gemv",
             sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
+            extra_cflags=CFLAGS,
+            extra_ldflags=LDFLAGS,
+            build_directory=str(directory),
             verbose=False,
         )
     except Exception as error:  # a missing compiler or ninja, a failed build: oneDNN, fbgemm and SDPA stay
