@@ -5,7 +5,9 @@ fields; ``completion_id``, ``prompt`` and anything else are optional). A result 
 ``{"task_id", "completion_id", "status", "passed", "reason"}``. Results are appended as
 they finish; a rerun skips the (task_id, completion_id) pairs already there, and the
 file is finally rewritten in samples order, so an interrupted and resumed run ends with
-the same file as an uninterrupted one. Malformed samples lines are reported and skipped.
+the same file as an uninterrupted one. Malformed samples lines, and samples of task ids
+that are not in the dataset, are reported and skipped: neither is a sample of a task, so
+neither may count in pass@k.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -66,15 +68,24 @@ class Result:
 
 @dataclass(frozen=True)
 class SampleProblem:
+    """Why one samples line is skipped; ``unknown_task`` is set when only its task id is wrong."""
+
     line: int
     problem: str
+    unknown_task: str | None = None
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.problem}"
 
 
-def parse_samples(lines: Iterable[str]) -> tuple[list[Sample], list[SampleProblem]]:
-    """Samples from JSON lines; each unusable line becomes a problem, never an error."""
+def parse_samples(
+    lines: Iterable[str], known_tasks: Container[str] | None = None
+) -> tuple[list[Sample], list[SampleProblem]]:
+    """Samples from JSON lines; each unusable line becomes a problem, never an error.
+
+    With ``known_tasks`` (the dataset's ids), a sample of any other id is a problem too:
+    executed, it could only be a ``sandbox_error`` that pass@k would count as a task.
+    """
     samples: list[Sample] = []
     problems: list[SampleProblem] = []
     counters: dict[str, int] = {}
@@ -105,6 +116,9 @@ def parse_samples(lines: Iterable[str]) -> tuple[list[Sample], list[SampleProble
         if given is not None and (not isinstance(given, int) or isinstance(given, bool)):
             problems.append(SampleProblem(number, "field 'completion_id' is not an integer"))
             continue
+        if known_tasks is not None and task_id not in known_tasks:
+            problems.append(SampleProblem(number, f"task_id {task_id!r} is not in the dataset", task_id))
+            continue
         index = counters.get(task_id, 0)
         counters[task_id] = index + 1
         error = record.get("error")
@@ -114,9 +128,11 @@ def parse_samples(lines: Iterable[str]) -> tuple[list[Sample], list[SampleProble
     return samples, problems
 
 
-def read_samples(path: Path) -> tuple[list[Sample], list[SampleProblem]]:
+def read_samples(
+    path: Path, known_tasks: Container[str] | None = None
+) -> tuple[list[Sample], list[SampleProblem]]:
     with open(path, encoding="utf-8", errors="replace") as handle:
-        return parse_samples(handle)
+        return parse_samples(handle, known_tasks)
 
 
 def _short(text: str) -> str:
@@ -328,22 +344,18 @@ def execute_file(
 ) -> ExecuteSummary:
     """Execute every sample of ``samples_path`` not already in ``output``; rewrite ``output`` in order."""
     started = time.monotonic()
-    samples, problems = read_samples(samples_path)
+    samples, problems = read_samples(samples_path, tasks)
     for problem in problems:
         print(f"{samples_path}: {problem} (skipped)", file=sys.stderr)
+    unknown = sum(1 for p in problems if p.unknown_task is not None)
     results = read_results(output)
     reused = sum(1 for s in samples if (s.task_id, s.completion_id) in results)
-    unknown = 0
     jobs: list[Job] = []
     for sample in samples:
         key = (sample.task_id, sample.completion_id)
         if key in results:
             continue
-        task = tasks.get(sample.task_id)
-        if task is None:
-            unknown += 1
-            results[key] = Result(sample.task_id, sample.completion_id, "sandbox_error", False, "unknown task_id")
-            continue
+        task = tasks[sample.task_id]
         if sample.error is not None:  # nothing to run: the sample failed at generation
             results[key] = Result(sample.task_id, sample.completion_id, "failed", False, sample.error)
             continue
@@ -369,7 +381,9 @@ def execute_file(
                 bar.close()
     ordered = [results[(s.task_id, s.completion_id)] for s in samples if (s.task_id, s.completion_id) in results]
     _rewrite(output, ordered)
-    return ExecuteSummary(len(samples), len(jobs), reused, len(problems), unknown, time.monotonic() - started)
+    return ExecuteSummary(
+        len(samples), len(jobs), reused, len(problems) - unknown, unknown, time.monotonic() - started
+    )
 
 
 def _rewrite(path: Path, results: list[Result]) -> None:
