@@ -12,6 +12,7 @@ neither may count in pass@k.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing
 import os
@@ -31,7 +32,7 @@ from tqdm import tqdm
 from codeglm.languages import HUMANEVAL_X, get_language
 from evals.assemble import assemble
 from evals.dataset import DatasetError, Task, language_of_task
-from evals.sandbox import Isolation, Sandbox, StepResult, acquire_slot, probe_isolation
+from evals.sandbox import Isolation, Sandbox, StepResult, acquire_slot, probe_isolation, reclaim_slot
 from evals.toolchains import prepare_shared_caches, toolchain
 
 STATUSES = ("passed", "failed", "timeout", "compile_error", "runtime_error", "sandbox_error")
@@ -208,15 +209,53 @@ def run_program(
 # ---- the worker pool ---------------------------------------------------------------------
 
 _WORKER: dict[str, object] = {}
+PR_SET_PDEATHSIG = 1
 
 
-def _init_worker(isolation: Isolation, base_dir: Path | None) -> None:
+def _init_worker(isolation: Isolation, base_dir: Path | None, driver: int) -> None:
     # Ctrl-C is the parent's business: it stops handing out work; a worker finishes its
     # sample (bounded by its limits) and cleans its sandbox up instead of dying midway.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER["slot"] = acquire_slot()
+    _die_with_driver(driver)
+    slot = acquire_slot()
+    if isolation.switch_user:
+        _start_slot_guard(slot)
+    _WORKER["slot"] = slot
     _WORKER["isolation"] = isolation
     _WORKER["base_dir"] = base_dir
+
+
+def _die_with_driver(driver: int) -> None:
+    """SIGKILL this worker when the driver dies, however it dies: an orphaned worker
+    waits for work forever, holding its slot and the driver's results file. The driver
+    may have died before the request was made, so its pid is checked after it."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != driver:
+        os._exit(1)
+
+
+def _start_slot_guard(slot: int) -> None:
+    """Fork a guard that kills every process of the slot's uid once this worker is gone.
+
+    A worker killed mid-sample (with its driver, say) cannot clean its sandbox up, and
+    its programs run in sessions of their own, outliving it. The guard waits for EOF on a
+    pipe whose only write end is this worker's, so it wakes however the worker ends. It
+    holds the slot's lock (an inherited descriptor of the same open file), so no run can
+    take the slot before its leftovers are dead, and it is in a session of its own, so a
+    SIGKILL to the driver's process group does not reach it.
+    """
+    read_end, write_end = os.pipe()
+    if os.fork() == 0:  # the guard: never return into the worker's code
+        try:
+            os.close(write_end)
+            os.setsid()
+            while os.read(read_end, 1):
+                pass
+            reclaim_slot(slot)
+        finally:
+            os._exit(0)
+    os.close(read_end)
+    _WORKER["guard_pipe"] = write_end  # closed by the kernel when this worker exits
 
 
 def _work(task: Task, generation: str, timeout: float) -> tuple[str, str]:
@@ -257,7 +296,9 @@ def run_jobs(
     context = multiprocessing.get_context("fork")
     pending: dict[Future[tuple[str, str]], Job] = {}
     queue: Iterator[Job] = iter(jobs)
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(isolation, base_dir))
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(isolation, base_dir, os.getpid())
+    )
     with pool, _ctrl_c_flag() as interrupted:
         try:
             for job in queue:  # keep a bounded number in flight: results stream out as they finish
