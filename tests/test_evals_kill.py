@@ -158,6 +158,33 @@ def test_killed_driver_leaves_no_process_and_a_rerun_completes(tmp_path: Path, t
     assert set(done) <= {json.dumps(r) for r in records}  # what the killed run wrote is kept as is
 
 
+ORPHAN = """
+import os, sys, time
+from evals.execute import _die_with_driver
+report = sys.argv[1]
+driver = os.getpid()
+if os.fork() != 0:
+    os._exit(0)  # the driver dies before its worker has asked to die with it
+while os.getppid() == driver:
+    time.sleep(0.01)
+with open(report, "a") as handle:
+    handle.write("asking|")
+_die_with_driver(driver)
+with open(report, "a") as handle:
+    handle.write("still alive")
+"""
+
+
+def test_a_worker_whose_driver_died_before_it_asked_exits(tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    subprocess.run([sys.executable, "-c", ORPHAN, str(report)], cwd=PROJECT, check=True, timeout=30)
+    deadline = time.monotonic() + 10
+    while not report.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # time enough to write "still alive" if _die_with_driver returned
+    assert report.read_text() == "asking|"
+
+
 # ---- stale slot locks -------------------------------------------------------------------------
 
 # A uid range of its own, far from the real one, and a lock directory of its own: this
