@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_k_argument(rep)
     rep.add_argument("--json", action="store_true", help="print one JSON object {language or pair: {pass@k: x}}")
     rep.add_argument("--plot", type=Path, help="also draw a bar chart to this PNG file (results files only)")
+    add_data_arguments(rep)  # the dataset decides which task ids count
 
     sc = sub.add_parser("selfcheck", help="canonical solutions must pass, empty completions must fail")
     sc.add_argument("--language", default=None, help="comma-separated languages (default: all six)")
@@ -149,7 +150,8 @@ def _execute(args: argparse.Namespace) -> int:
     )
     print(
         f"execute: {summary.total} samples, {summary.executed} run now, {summary.reused} reused from "
-        f"{args.output}, {summary.skipped_lines} malformed lines skipped, {summary.unknown_tasks} unknown tasks, "
+        f"{args.output}, {summary.skipped_lines} malformed lines skipped, "
+        f"{summary.unknown_tasks} samples of unknown task ids skipped, "
         f"{summary.seconds:.1f} s",
         file=sys.stderr,
     )
@@ -158,14 +160,18 @@ def _execute(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     # Deferred: each subcommand imports only what it runs.
-    from evals.report import load_table, markdown, plot, to_json
+    from evals.execute import read_results
+    from evals.report import known_results, markdown, plot, result_languages, table_of, to_json
 
     if args.results.is_dir():
         return _report_translation(args)
     if not args.results.is_file():
         print(f"codeglm eval report: no results file {args.results}", file=sys.stderr)
         return 1
-    table, statuses, tasks = load_table(args.results, args.k)
+    results = list(read_results(args.results).values())
+    known = load_tasks_for(args, result_languages(results))
+    results = known_results(results, known, f"codeglm eval report: {args.results}")
+    table, statuses, tasks = table_of(results, args.k)
     if not table:
         print(f"codeglm eval report: no results in {args.results}", file=sys.stderr)
         return 1

@@ -5,11 +5,14 @@ fields; ``completion_id``, ``prompt`` and anything else are optional). A result 
 ``{"task_id", "completion_id", "status", "passed", "reason"}``. Results are appended as
 they finish; a rerun skips the (task_id, completion_id) pairs already there, and the
 file is finally rewritten in samples order, so an interrupted and resumed run ends with
-the same file as an uninterrupted one. Malformed samples lines are reported and skipped.
+the same file as an uninterrupted one. Malformed samples lines, and samples of task ids
+that are not in the dataset, are reported and skipped: neither is a sample of a task, so
+neither may count in pass@k.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing
 import os
@@ -18,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -29,7 +32,7 @@ from tqdm import tqdm
 from codeglm.languages import HUMANEVAL_X, get_language
 from evals.assemble import assemble
 from evals.dataset import DatasetError, Task, language_of_task
-from evals.sandbox import Isolation, Sandbox, StepResult, acquire_slot, probe_isolation
+from evals.sandbox import Isolation, Sandbox, StepResult, acquire_slot, probe_isolation, reclaim_slot
 from evals.toolchains import prepare_shared_caches, toolchain
 
 STATUSES = ("passed", "failed", "timeout", "compile_error", "runtime_error", "sandbox_error")
@@ -66,15 +69,24 @@ class Result:
 
 @dataclass(frozen=True)
 class SampleProblem:
+    """Why one samples line is skipped; ``unknown_task`` is set when only its task id is wrong."""
+
     line: int
     problem: str
+    unknown_task: str | None = None
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.problem}"
 
 
-def parse_samples(lines: Iterable[str]) -> tuple[list[Sample], list[SampleProblem]]:
-    """Samples from JSON lines; each unusable line becomes a problem, never an error."""
+def parse_samples(
+    lines: Iterable[str], known_tasks: Container[str] | None = None
+) -> tuple[list[Sample], list[SampleProblem]]:
+    """Samples from JSON lines; each unusable line becomes a problem, never an error.
+
+    With ``known_tasks`` (the dataset's ids), a sample of any other id is a problem too:
+    executed, it could only be a ``sandbox_error`` that pass@k would count as a task.
+    """
     samples: list[Sample] = []
     problems: list[SampleProblem] = []
     counters: dict[str, int] = {}
@@ -105,6 +117,9 @@ def parse_samples(lines: Iterable[str]) -> tuple[list[Sample], list[SampleProble
         if given is not None and (not isinstance(given, int) or isinstance(given, bool)):
             problems.append(SampleProblem(number, "field 'completion_id' is not an integer"))
             continue
+        if known_tasks is not None and task_id not in known_tasks:
+            problems.append(SampleProblem(number, f"task_id {task_id!r} is not in the dataset", task_id))
+            continue
         index = counters.get(task_id, 0)
         counters[task_id] = index + 1
         error = record.get("error")
@@ -114,9 +129,11 @@ def parse_samples(lines: Iterable[str]) -> tuple[list[Sample], list[SampleProble
     return samples, problems
 
 
-def read_samples(path: Path) -> tuple[list[Sample], list[SampleProblem]]:
+def read_samples(
+    path: Path, known_tasks: Container[str] | None = None
+) -> tuple[list[Sample], list[SampleProblem]]:
     with open(path, encoding="utf-8", errors="replace") as handle:
-        return parse_samples(handle)
+        return parse_samples(handle, known_tasks)
 
 
 def _short(text: str) -> str:
@@ -192,15 +209,53 @@ def run_program(
 # ---- the worker pool ---------------------------------------------------------------------
 
 _WORKER: dict[str, object] = {}
+PR_SET_PDEATHSIG = 1
 
 
-def _init_worker(isolation: Isolation, base_dir: Path | None) -> None:
+def _init_worker(isolation: Isolation, base_dir: Path | None, driver: int) -> None:
     # Ctrl-C is the parent's business: it stops handing out work; a worker finishes its
     # sample (bounded by its limits) and cleans its sandbox up instead of dying midway.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER["slot"] = acquire_slot()
+    _die_with_driver(driver)
+    slot = acquire_slot()
+    if isolation.switch_user:
+        _start_slot_guard(slot)
+    _WORKER["slot"] = slot
     _WORKER["isolation"] = isolation
     _WORKER["base_dir"] = base_dir
+
+
+def _die_with_driver(driver: int) -> None:
+    """SIGKILL this worker when the driver dies, however it dies: an orphaned worker
+    waits for work forever, holding its slot and the driver's results file. The driver
+    may have died before the request was made, so its pid is checked after it."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != driver:
+        os._exit(1)
+
+
+def _start_slot_guard(slot: int) -> None:
+    """Fork a guard that kills every process of the slot's uid once this worker is gone.
+
+    A worker killed mid-sample (with its driver, say) cannot clean its sandbox up, and
+    its programs run in sessions of their own, outliving it. The guard waits for EOF on a
+    pipe whose only write end is this worker's, so it wakes however the worker ends. It
+    holds the slot's lock (an inherited descriptor of the same open file), so no run can
+    take the slot before its leftovers are dead, and it is in a session of its own, so a
+    SIGKILL to the driver's process group does not reach it.
+    """
+    read_end, write_end = os.pipe()
+    if os.fork() == 0:  # the guard: never return into the worker's code
+        try:
+            os.close(write_end)
+            os.setsid()
+            while os.read(read_end, 1):
+                pass
+            reclaim_slot(slot)
+        finally:
+            os._exit(0)
+    os.close(read_end)
+    _WORKER["guard_pipe"] = write_end  # closed by the kernel when this worker exits
 
 
 def _work(task: Task, generation: str, timeout: float) -> tuple[str, str]:
@@ -241,7 +296,9 @@ def run_jobs(
     context = multiprocessing.get_context("fork")
     pending: dict[Future[tuple[str, str]], Job] = {}
     queue: Iterator[Job] = iter(jobs)
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(isolation, base_dir))
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(isolation, base_dir, os.getpid())
+    )
     with pool, _ctrl_c_flag() as interrupted:
         try:
             for job in queue:  # keep a bounded number in flight: results stream out as they finish
@@ -328,22 +385,18 @@ def execute_file(
 ) -> ExecuteSummary:
     """Execute every sample of ``samples_path`` not already in ``output``; rewrite ``output`` in order."""
     started = time.monotonic()
-    samples, problems = read_samples(samples_path)
+    samples, problems = read_samples(samples_path, tasks)
     for problem in problems:
         print(f"{samples_path}: {problem} (skipped)", file=sys.stderr)
+    unknown = sum(1 for p in problems if p.unknown_task is not None)
     results = read_results(output)
     reused = sum(1 for s in samples if (s.task_id, s.completion_id) in results)
-    unknown = 0
     jobs: list[Job] = []
     for sample in samples:
         key = (sample.task_id, sample.completion_id)
         if key in results:
             continue
-        task = tasks.get(sample.task_id)
-        if task is None:
-            unknown += 1
-            results[key] = Result(sample.task_id, sample.completion_id, "sandbox_error", False, "unknown task_id")
-            continue
+        task = tasks[sample.task_id]
         if sample.error is not None:  # nothing to run: the sample failed at generation
             results[key] = Result(sample.task_id, sample.completion_id, "failed", False, sample.error)
             continue
@@ -369,7 +422,9 @@ def execute_file(
                 bar.close()
     ordered = [results[(s.task_id, s.completion_id)] for s in samples if (s.task_id, s.completion_id) in results]
     _rewrite(output, ordered)
-    return ExecuteSummary(len(samples), len(jobs), reused, len(problems), unknown, time.monotonic() - started)
+    return ExecuteSummary(
+        len(samples), len(jobs), reused, len(problems) - unknown, unknown, time.monotonic() - started
+    )
 
 
 def _rewrite(path: Path, results: list[Result]) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
+from collections.abc import Container, Iterable
 from pathlib import Path
 
-from evals.dataset import LANGUAGES, language_of_task
-from evals.execute import read_results
+from evals.dataset import LANGUAGES, DatasetError, language_of_task
+from evals.execute import Result, read_results
 from evals.metrics import count_per_task, pass_at_k_table
 
 
@@ -15,9 +17,48 @@ def _display(name: str) -> str:
     return LANGUAGES[name].display_name if name in LANGUAGES else name
 
 
-def load_table(results_path: Path, ks: list[int]) -> tuple[dict[str, dict[str, float]], dict[str, Counter[str]], dict[str, int]]:
-    """pass@k per language, status counts per language and tasks per language."""
+Table = tuple[dict[str, dict[str, float]], dict[str, Counter[str]], dict[str, int]]
+UNKNOWN_NAMED = 20  # task ids a warning names before it only counts the rest
+
+
+def result_languages(results: Iterable[Result]) -> list[str]:
+    """The languages of the well-formed task ids, to load those parts of the dataset."""
+    found: set[str] = set()
+    for result in results:
+        try:
+            found.add(language_of_task(result.task_id))
+        except DatasetError:
+            continue
+    return sorted(found)
+
+
+def known_results(results: list[Result], known_tasks: Container[str], warn_prefix: str) -> list[Result]:
+    """The records of tasks in the dataset; the others are named in a warning on stderr.
+
+    A record of another id (an older ``execute`` wrote one ``sandbox_error`` per sample
+    of an unknown task) is not a problem solved or failed: counted, it lowers pass@k.
+    """
+    kept = [r for r in results if r.task_id in known_tasks]
+    unknown = sorted({r.task_id for r in results if r.task_id not in known_tasks})
+    if unknown:
+        more = len(unknown) - UNKNOWN_NAMED
+        named = ", ".join(unknown[:UNKNOWN_NAMED]) + (f" and {more} more" if more > 0 else "")
+        ignored = len(results) - len(kept)
+        print(f"{warn_prefix}: ignoring {ignored} result records of task ids not in the dataset: {named}", file=sys.stderr)
+    return kept
+
+
+def load_table(results_path: Path, ks: list[int], known_tasks: Container[str] | None = None) -> Table:
+    """pass@k per language, status counts per language and tasks per language; records
+    of task ids outside ``known_tasks`` (when given) are left out with a warning."""
     results = list(read_results(results_path).values())
+    if known_tasks is not None:
+        results = known_results(results, known_tasks, str(results_path))
+    return table_of(results, ks)
+
+
+def table_of(results: list[Result], ks: list[int]) -> Table:
+    """pass@k per language, status counts per language and tasks per language."""
     counts = count_per_task((r.task_id, r.passed) for r in results)
     table = pass_at_k_table(counts, ks)
     statuses: dict[str, Counter[str]] = {}

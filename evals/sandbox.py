@@ -107,21 +107,43 @@ def acquire_slot(max_slots: int = 4096) -> int:
 
     Two harness runs at once must never share a uid: cleaning up one sample kills every
     process of its uid. The claim is an flock on a per-slot file, released by the kernel
-    when the holder exits, so a crashed run leaves nothing to clean.
+    when the last process holding it exits, so a killed run leaves no stale claim (its
+    lock files stay and are simply locked again). What a killed run can leave is processes
+    of the slot's uid and their files in the temp dirs (a worker killed mid-sample, and
+    the guard that kills its programs killed too): the slot is reclaimed before it is
+    used. A lock path that cannot be opened (say a directory left there) is skipped.
     """
-    lock_dir = Path(os.environ.get("CODEGLM_SANDBOX_LOCKS", "/run/lock" if os.path.isdir("/run/lock") else tempfile.gettempdir()))
-    lock_dir = lock_dir / "codeglm-sandbox-slots"
-    lock_dir.mkdir(mode=0o700, exist_ok=True)
+    lock_dir = _slot_lock_dir()
+    lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     for slot in range(max_slots):
-        fd = os.open(lock_dir / f"{slot}.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(lock_dir / f"{slot}.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except OSError:
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             continue
         _HELD_SLOTS[slot] = fd
+        reclaim_slot(slot)
         return slot
     raise RuntimeError(f"all {max_slots} sandbox slots are taken")
+
+
+def _slot_lock_dir() -> Path:
+    default = "/run/lock" if os.path.isdir("/run/lock") else tempfile.gettempdir()
+    return Path(os.environ.get("CODEGLM_SANDBOX_LOCKS", default)) / "codeglm-sandbox-slots"
+
+
+def reclaim_slot(slot: int) -> None:
+    """Kill every process of the slot's uid and remove its files at the top of the temp
+    dirs: only the lock's holder may call this, so all of them are an earlier holder's
+    leftovers. Without root no sandbox ran as that uid, and it could not be killed."""
+    if os.geteuid() != 0:
+        return
+    kill_uid(UID_BASE + slot)
+    _remove_owned(UID_BASE + slot)
 
 
 def _libc() -> ctypes.CDLL:

@@ -117,6 +117,19 @@ def test_malformed_sample_lines_are_reported_and_skipped() -> None:
     assert [(s.task_id, s.completion_id, s.line) for s in samples] == [("Python/0", 0, 7)]
 
 
+def test_unknown_task_ids_are_reported_and_skipped_at_parse_time() -> None:
+    lines = [
+        json.dumps({"task_id": "Python/0", "generation": "a"}),
+        json.dumps({"task_id": "Python/9999", "generation": "b"}),
+        json.dumps({"task_id": "Python/0", "generation": "c"}),
+    ]
+    samples, problems = parse_samples(lines, {"Python/0", "Python/1"})
+    assert [(s.task_id, s.completion_id, s.line) for s in samples] == [("Python/0", 0, 1), ("Python/0", 1, 3)]
+    assert [(p.line, p.unknown_task) for p in problems] == [(2, "Python/9999")]
+    assert str(problems[0]) == "line 2: task_id 'Python/9999' is not in the dataset"
+    assert parse_samples(lines)[1] == []  # without the dataset's ids, no id is judged
+
+
 # ---- programs --------------------------------------------------------------------------------
 
 # A body that compiles but returns the wrong answer for task 0 (has_close_elements).
@@ -222,6 +235,41 @@ def test_resume_after_interruption_gives_the_same_file(tmp_path: Path) -> None:
     statuses = [json.loads(line)["status"] for line in whole.read_text().splitlines()]
     assert statuses[0::2] == ["passed"] * 12
     assert "passed" not in statuses[1::2] and "failed" in statuses[1::2]
+
+
+@needs_root
+def test_unknown_task_ids_are_skipped_by_execute_and_leave_pass_at_k_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from codeglm.cli import main
+
+    tasks, _ = load_tasks(["python"])
+    samples, output = tmp_path / "samples.jsonl", tmp_path / "results.jsonl"
+    _write_samples(
+        samples,
+        [
+            ("Python/0", tasks["Python/0"].canonical_solution),
+            ("Python/9999", "    pass\n"),
+            ("Python/0", WRONG_TASK0["python"]),
+        ],
+    )
+    # What an older version wrote for the unknown sample: it must not survive the rewrite.
+    old = {
+        "task_id": "Python/9999",
+        "completion_id": 0,
+        "status": "sandbox_error",
+        "passed": False,
+        "reason": "",
+    }
+    output.write_text(json.dumps(old) + "\n")
+    capsys.readouterr()
+    summary = execute_file(samples, output, tasks, workers=1, timeout=10, progress=False)
+    assert "line 2: task_id 'Python/9999' is not in the dataset (skipped)" in capsys.readouterr().err
+    assert (summary.total, summary.unknown_tasks, summary.skipped_lines, summary.executed) == (2, 1, 0, 2)
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [(r["task_id"], r["status"]) for r in records] == [("Python/0", "passed"), ("Python/0", "failed")]
+    assert main(["eval", "report", str(output), "--k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["python"] == {"pass@1": 0.5}
 
 
 def test_codeglm_eval_help_lists_the_subcommands() -> None:

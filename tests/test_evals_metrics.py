@@ -82,3 +82,28 @@ def test_report_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
     assert main(["eval", "report", str(_results_file(tmp_path)), "--k", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["python"] == {"pass@1": 0.5}
+
+
+def test_report_ignores_result_records_of_task_ids_not_in_the_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from codeglm.cli import main
+
+    clean = _results_file(tmp_path)
+    assert main(["eval", "report", str(clean), "--k", "1,2", "--json"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    # An older `eval execute` recorded samples of unknown tasks as sandbox errors.
+    stale = tmp_path / "stale.jsonl"
+    extra = [
+        {"task_id": t, "completion_id": 0, "status": "sandbox_error", "passed": False, "reason": "unknown task_id"}
+        for t in ("Python/9999", "Rust/164", "Cobol/1")
+    ]
+    stale.write_text(clean.read_text() + "".join(json.dumps(r) + "\n" for r in extra))
+    assert main(["eval", "report", str(stale), "--k", "1,2", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == expected
+    assert "ignoring 3 result records of task ids not in the dataset: Cobol/1, Python/9999, Rust/164" in captured.err
+    assert main(["eval", "report", str(stale), "--k", "1"]) == 0
+    assert "| overall | 2 | 25.00% |" in capsys.readouterr().out
+    table, _, tasks = load_table(stale, [1], {"Python/0", "Rust/3"})
+    assert table["overall"] == {"pass@1": 0.25} and tasks == {"python": 1, "rust": 1}
