@@ -837,6 +837,25 @@ async def test_requests_that_are_not_json_rpc_are_answered_or_logged(server: tup
     assert "invalid params for textDocument/didOpen" in logged and "params.textDocument.languageId: missing" in logged
 
 
+async def test_documents_of_any_scheme_are_served_while_open(server: tuple[LanguageClient, Recorder]) -> None:
+    """``untitled:`` (and any other scheme) is an error only when the editor has no copy."""
+    client, _ = server
+    name, text, line, character = SAMPLES["python"]
+    for uri in ("untitled:Untitled-1", "foo:bar/add.py"):
+        client.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
+            )
+        )
+        try:
+            result = await client.text_document_inline_completion_async(inline_params(uri, line, character))
+            assert isinstance(result, types.InlineCompletionList), result
+        finally:
+            close_document(client, uri)
+        with pytest.raises(JsonRpcException, match="not open in the editor"):
+            await client.text_document_inline_completion_async(inline_params(uri, line, character))
+
+
 async def test_after_a_burst_of_bad_requests_completion_still_works(
     server: tuple[LanguageClient, Recorder], direct_backend: Any, tmp_path: Path
 ) -> None:

@@ -428,3 +428,24 @@ def test_which_document_uris_can_be_read(tmp_path: Path) -> None:
         with pytest.raises(DocumentError, match=re.escape(words)):
             check_readable(uri, is_open=False)
     assert "is not UTF-8" in str(read_error("file:///b.py", UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad")))
+
+
+def test_requests_after_shutdown_and_unreadable_responses_are_answered() -> None:
+    from concurrent.futures import Future
+
+    from pygls.exceptions import JsonRpcException
+
+    server, sent = _protocol_with_writer()
+    # A response from the client that does not fit what the server asked: the waiting
+    # request fails with the reason instead of waiting forever.
+    waiting: Future[Any] = Future()
+    server.protocol._request_futures["r1"] = waiting
+    server.protocol._result_types["r1"] = server.protocol.get_result_type(types.WORKSPACE_APPLY_EDIT)
+    server.protocol.handle_message(server.protocol.structure_message({"jsonrpc": "2.0", "id": "r1", "result": 5}))
+    with pytest.raises(JsonRpcException, match="unreadable response 'r1'"):
+        waiting.result(timeout=1)
+    # After shutdown (LSP): requests get InvalidRequest, not silence.
+    server.protocol._shutdown = True
+    server.protocol.handle_message(server.protocol.structure_message({"jsonrpc": "2.0", "id": 3, "method": "codeglm/stats"}))
+    assert sent[-1]["id"] == 3 and sent[-1]["error"]["code"] == wire.INVALID_REQUEST
+    assert "shutting down" in sent[-1]["error"]["message"]
