@@ -110,10 +110,15 @@ def plan_units(
         raise TranslationError(f"split must be 'auto' or 'units', got {request.split!r}")
     if request.split == "auto":
         whole = whole_file_unit(request.source)
-        if plan_prompt(whole, source, target, backend, "", [], [], request.max_new_tokens) is not None:
-            tokens = backend.count_tokens(whole.text)
-            if tokens * (OUTPUT_FACTOR + 1) + OUTPUT_SLACK + 16 <= backend.context_length:
-                return [whole]
+        # The size test first: planning a prompt tokenizes the text once per try, which
+        # for a file of megabytes took seconds each before it could be refused.
+        tokens = backend.count_tokens(whole.text)
+        fits = tokens * (OUTPUT_FACTOR + 1) + OUTPUT_SLACK + 16 <= backend.context_length
+        if (
+            fits
+            and plan_prompt(whole, source, target, backend, "", [], [], request.max_new_tokens) is not None
+        ):
+            return [whole]
     # A unit, its prompt and its translation must fit together.
     max_unit_tokens = max(16, (backend.context_length - OUTPUT_SLACK - 32) // (OUTPUT_FACTOR + 1))
     return split_units(source, request.source, max_unit_tokens, backend.count_tokens)
