@@ -28,6 +28,7 @@ from pygls.uris import from_fs_path, to_fs_path
 
 from codeglm.backends.base import Backend, BackendError, CancelledError, CancelToken
 from codeglm.languages import TRANSLATION_LANGUAGES, Language, UnsupportedLanguageError, get_language
+from codeglm.translation.budget import Estimate, TooManyUnitsError, too_many_units_message
 from codeglm.translation.naming import output_name
 from codeglm.translation.pipeline import translate
 from codeglm.translation.progress import progress_line, progress_percentage, unit_name
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 TRANSLATE_FILE = "codeglm.translateFile"
 TRANSLATE_SELECTION = "codeglm.translateSelection"
 COMMANDS = (TRANSLATE_FILE, TRANSLATE_SELECTION)
+# The setting that limits the units one translation may take (``lsp.settings``).
+MAX_UNITS_SETTING = "codeglm.translateMaxUnits"
 # The server's entry in ``capabilities.experimental`` of its ``initialize`` result.
 EXPERIMENTAL_SECTION = "codeglm"
 
@@ -109,11 +112,14 @@ def experimental_capabilities() -> dict[str, Any]:
 def _position(value: object, where: str) -> types.Position:
     if (
         not isinstance(value, Mapping)
-        or not all(isinstance(value.get(k), int) and not isinstance(value.get(k), bool) for k in ("line", "character"))
+        or not all(
+            isinstance(value.get(k), int) and not isinstance(value.get(k), bool)
+            for k in ("line", "character")
+        )
         or value["line"] < 0
         or value["character"] < 0
     ):
-        raise CommandError(f"{where} must be an LSP position {{\"line\": N, \"character\": N}}, got {value!r}")
+        raise CommandError(f'{where} must be an LSP position {{"line": N, "character": N}}, got {value!r}')
     return types.Position(line=value["line"], character=value["character"])
 
 
@@ -121,13 +127,13 @@ def parse_command(spec: object, *, selection: bool) -> TranslateCommand:
     """Check a command's argument object; raises ``CommandError`` with a clear message."""
     name = TRANSLATE_SELECTION if selection else TRANSLATE_FILE
     if not isinstance(spec, Mapping):
-        raise CommandError(f"{name} takes one object argument {{\"uri\", \"targetLanguage\", ...}}, got {spec!r}")
+        raise CommandError(f'{name} takes one object argument {{"uri", "targetLanguage", ...}}, got {spec!r}')
     uri = spec.get("uri")
     if not isinstance(uri, str) or not uri:
-        raise CommandError(f"{name}: \"uri\" must be the URI of an open document")
+        raise CommandError(f'{name}: "uri" must be the URI of an open document')
     target_name = spec.get("targetLanguage")
     if not isinstance(target_name, str) or not target_name:
-        raise CommandError(f"{name}: \"targetLanguage\" must be a language id such as \"python\"")
+        raise CommandError(f'{name}: "targetLanguage" must be a language id such as "python"')
     try:
         target = get_language(target_name)
     except UnsupportedLanguageError as exc:
@@ -136,15 +142,17 @@ def parse_command(spec: object, *, selection: bool) -> TranslateCommand:
     if selection:
         raw = spec.get("range")
         if not isinstance(raw, Mapping):
-            raise CommandError(f"{name}: \"range\" must be the LSP range of the selection")
-        selected = types.Range(start=_position(raw.get("start"), "range.start"), end=_position(raw.get("end"), "range.end"))
+            raise CommandError(f'{name}: "range" must be the LSP range of the selection')
+        selected = types.Range(
+            start=_position(raw.get("start"), "range.start"), end=_position(raw.get("end"), "range.end")
+        )
         if (selected.end.line, selected.end.character) < (selected.start.line, selected.start.character):
-            raise CommandError(f"{name}: \"range\" ends before it starts")
+            raise CommandError(f'{name}: "range" ends before it starts')
     flags = {}
     for key in ("createFile", "overwrite"):
         value = spec.get(key, False)
         if not isinstance(value, bool):
-            raise CommandError(f"{name}: \"{key}\" must be true or false, got {value!r}")
+            raise CommandError(f'{name}: "{key}" must be true or false, got {value!r}')
         flags[key] = value
     return TranslateCommand(uri, target, selected, flags["createFile"], flags["overwrite"])
 
@@ -174,10 +182,16 @@ def creation_edit(uri: str, text: str, overwrite: bool) -> types.WorkspaceEdit:
     and fills it with ``text``."""
     return types.WorkspaceEdit(
         document_changes=[
-            types.CreateFile(uri=uri, options=types.CreateFileOptions(overwrite=overwrite, ignore_if_exists=False)),
+            types.CreateFile(
+                uri=uri, options=types.CreateFileOptions(overwrite=overwrite, ignore_if_exists=False)
+            ),
             types.TextDocumentEdit(
                 text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=None),
-                edits=[types.TextEdit(range=types.Range(start=types.Position(0, 0), end=types.Position(0, 0)), new_text=text)],
+                edits=[
+                    types.TextEdit(
+                        range=types.Range(start=types.Position(0, 0), end=types.Position(0, 0)), new_text=text
+                    )
+                ],
             ),
         ]
     )
@@ -229,7 +243,8 @@ def failed_units_notice(failed: list[dict[str, Any]], total: int, target_name: s
     if not failed:
         return None
     units = "; ".join(
-        f"{unit_name(u['name'])} (source lines {u['startLine'] + 1}-{u['endLine'] + 1}: {u['problem']})" for u in failed
+        f"{unit_name(u['name'])} (source lines {u['startLine'] + 1}-{u['endLine'] + 1}: {u['problem']})"
+        for u in failed
     )
     kept = "is kept as a marked comment" if len(failed) == 1 else "are kept as marked comments"
     return (
@@ -256,8 +271,14 @@ async def run_translation(
     client: TranslationClient,
     cancel: CancelToken,
     loop: asyncio.AbstractEventLoop,
+    max_units: int | None = None,
 ) -> TranslationOutcome:
-    """Translate the document (or selection), report progress, create the file if asked."""
+    """Translate the document (or selection), report progress, create the file if asked.
+
+    The first progress report says how many units and roughly how long; past
+    ``max_units`` (the ``translateMaxUnits`` setting) the command fails before any
+    generation with a message naming the count and the setting.
+    """
 
     try:
         source_language = get_language(source_language_id)
@@ -273,16 +294,22 @@ async def run_translation(
         message, percentage = progress_message(event)
         loop.call_soon_threadsafe(client.report_progress, token, message, percentage)
 
-    token = await client.begin_progress(f"Translating {source_language.display_name} to {command.target.display_name}")
+    def on_plan(estimate: Estimate) -> None:  # called on the translation's thread
+        loop.call_soon_threadsafe(client.report_progress, token, estimate.line(), 0)
+
+    token = await client.begin_progress(
+        f"Translating {source_language.display_name} to {command.target.display_name}"
+    )
     request = TranslationRequest(
         source=text,
         source_language=source_language.id,
         target_language=command.target.id,
         # Java wraps free functions in a class named like its file.
         class_name=target_path.stem if command.target.id == "java" else None,
+        max_units=max_units,
     )
     try:
-        result = await asyncio.to_thread(translate, request, backend, cancel, on_unit)
+        result = await asyncio.to_thread(translate, request, backend, cancel, on_unit, on_plan)
     except asyncio.CancelledError:
         cancel.cancel()
         client.end_progress(token, "cancelled")
@@ -290,33 +317,45 @@ async def run_translation(
     except CancelledError as exc:
         client.end_progress(token, "cancelled")
         raise CommandError("translation cancelled") from exc
+    except TooManyUnitsError as exc:
+        client.end_progress(token, f"refused: {exc.estimate.units:,} units, more than {exc.limit:,}")
+        hint = f'raise the "{MAX_UNITS_SETTING}" setting to {exc.estimate.units} or more (0: no limit)'
+        raise CommandError(too_many_units_message(exc.estimate, exc.limit, hint)) from exc
     except (BackendError, TranslationError) as exc:
         client.end_progress(token, "failed")
         raise CommandError(f"translation failed: {exc}") from exc
     failed = [failed_unit_json(unit) for unit in result.failed_units]
-    client.end_progress(token, progress_end_message(len(result.units), len(failed), result.retries, result.seconds))
+    client.end_progress(
+        token, progress_end_message(len(result.units), len(failed), result.retries, result.seconds)
+    )
     outcome = (
         await _create_file(command, target_path, result.text, failed, client)
         if command.create_file
         else TranslationOutcome(result.text, None, failed)
     )
-    return replace(outcome, failure_notice=failed_units_notice(failed, len(result.units), command.target.display_name))
+    return replace(
+        outcome, failure_notice=failed_units_notice(failed, len(result.units), command.target.display_name)
+    )
 
 
 async def _create_file(
     command: TranslateCommand, path: Path, text: str, failed: list[dict[str, Any]], client: TranslationClient
 ) -> TranslationOutcome:
     if not command.uri.startswith("file:") or to_fs_path(command.uri) is None:
-        return TranslationOutcome(text, None, failed, f"not written: {command.uri} is not a file on disk; save it first")
+        return TranslationOutcome(
+            text, None, failed, f"not written: {command.uri} is not a file on disk; save it first"
+        )
     uri = from_fs_path(str(path)) or path.as_uri()
     if path.exists() and not command.overwrite:
         return TranslationOutcome(
-            text, None, failed, f"not written: {path} already exists; pass \"overwrite\": true to replace it"
+            text, None, failed, f'not written: {path} already exists; pass "overwrite": true to replace it'
         )
     if client.can_create_files():
         applied, reason = await client.apply_edit(creation_edit(uri, text, command.overwrite))
         if not applied:
-            return TranslationOutcome(text, None, failed, f"the editor did not create {path}: {reason or 'no reason given'}")
+            return TranslationOutcome(
+                text, None, failed, f"the editor did not create {path}: {reason or 'no reason given'}"
+            )
         return TranslationOutcome(text, uri, failed)
     # A client that cannot create files through an edit: write it ourselves, still
     # refusing to replace an existing file ("x" mode) unless asked.

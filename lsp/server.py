@@ -8,25 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Generator
 from importlib.metadata import version
 from typing import Any
+from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol
-from pygls.protocol.language_server import lsp_method
 from pygls.workspace import TextDocument
 
 from codeglm.backends import last_generation
 from codeglm.backends.base import CancelToken
 from codeglm.completion.pipeline import OpenDocument
-from lsp import commands
+from lsp import commands, wire
 from lsp.commands import CommandError, TranslateCommand
 from lsp.completion_service import CompletionAnswer, CompletionService, DocumentSnapshot, resolve_language_id
+from lsp.documents import DocumentError, check_readable, read_error
 from lsp.model_holder import ERROR, LoadState, ModelHolder, load_backend
 from lsp.positions import line_at, utf16_to_index
+from lsp.protocol import CodeglmProtocol
 from lsp.settings import SECTION, Settings, SettingsError, apply_settings
 
 log = logging.getLogger(__name__)
@@ -36,36 +36,12 @@ STATUS_NOTIFICATION = "codeglm/status"
 # that does not measure it; as serve-api's GET /stats, for diagnostics and benchmarks.
 STATS_REQUEST = "codeglm/stats"
 MAX_OTHER_DOCUMENTS = 8  # other open documents offered to the context builder
-_MESSAGE_TYPES = {"error": types.MessageType.Error, "warning": types.MessageType.Warning,
-                  "info": types.MessageType.Info, "log": types.MessageType.Log}
-
-
-class CodeglmProtocol(LanguageServerProtocol):
-    """pygls's protocol, plus listeners for ``$/cancelRequest`` and codeglm's
-    experimental capabilities in the ``initialize`` result.
-
-    pygls cancels an async request handler's task on ``$/cancelRequest``, but a command
-    runs one level down (inside ``workspace/executeCommand``'s own handler), where the
-    cancellation does not reach; a listener keyed by request id lets it stop anyway.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.cancel_listeners: dict[Any, CancelToken] = {}
-
-    @lsp_method(types.INITIALIZE)
-    def lsp_initialize(self, params: types.InitializeParams) -> Generator[Any, Any, types.InitializeResult]:
-        # pygls builds the capabilities from the registered features after the server's
-        # initialize handler has run and has no hook for ``experimental``: add it here.
-        result = yield from super().lsp_initialize(params)
-        result.capabilities.experimental = commands.experimental_capabilities()
-        return result
-
-    def _handle_cancel_notification(self, msg_id: Any) -> None:
-        token = self.cancel_listeners.pop(msg_id, None)
-        if token is not None:
-            token.cancel()
-        super()._handle_cancel_notification(msg_id)
+_MESSAGE_TYPES = {
+    "error": types.MessageType.Error,
+    "warning": types.MessageType.Warning,
+    "info": types.MessageType.Info,
+    "log": types.MessageType.Log,
+}
 
 
 class CodeglmServer(LanguageServer):
@@ -98,7 +74,9 @@ class CodeglmServer(LanguageServer):
         self._call_on_loop(self.window_show_message, params)
 
     def log_to_client(self, level: str, message: str) -> None:
-        self._call_on_loop(self.window_log_message, types.LogMessageParams(type=_MESSAGE_TYPES[level], message=message))
+        self._call_on_loop(
+            self.window_log_message, types.LogMessageParams(type=_MESSAGE_TYPES[level], message=message)
+        )
 
     def _on_load_state(self, state: LoadState) -> None:
         if state.state == ERROR:
@@ -122,9 +100,32 @@ class CodeglmServer(LanguageServer):
 
     # --- documents --------------------------------------------------------------------
 
-    def snapshot(self, uri: str) -> DocumentSnapshot:
+    def document(self, uri: str) -> tuple[TextDocument, str]:
+        """The open document, or the file on disk, and its text (read once: pygls reads a
+        closed file from disk on each access); ``DocumentError`` if neither can be read."""
+        check_readable(uri, unquote(uri) in self.workspace.text_documents)
         document = self.workspace.get_text_document(uri)
-        return _snapshot(document)
+        try:
+            return document, document.source
+        except (OSError, UnicodeDecodeError) as exc:
+            raise read_error(uri, exc) from None
+
+    def snapshot(self, uri: str) -> DocumentSnapshot:
+        """The document now; an unreadable one is an invalid-params answer naming it."""
+        try:
+            document, source = self.document(uri)
+        except DocumentError as exc:
+            log.warning("%s", exc)
+            raise JsonRpcInvalidParams(message=f"codeglm: {exc}") from None
+        return _snapshot(document, source)
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """Errors outside any request: a message that is not JSON is logged as a parse
+        error (no id can be read, so there is nobody to answer); the rest as pygls does."""
+        if isinstance(error, ValueError):  # json.JSONDecodeError, UnicodeDecodeError
+            log.warning("%s", wire.parse_error_message(error))
+            return
+        super().report_server_error(error, source)
 
     def other_documents(self, uri: str) -> tuple[OpenDocument, ...]:
         others = []
@@ -133,22 +134,23 @@ class CodeglmServer(LanguageServer):
                 continue
             language_id = resolve_language_id(document.language_id or "", document.path)
             if language_id is not None:
-                others.append(OpenDocument(document.path or other_uri, language_id, document.source, document.version))
+                others.append(
+                    OpenDocument(document.path or other_uri, language_id, document.source, document.version)
+                )
         return tuple(others[-MAX_OTHER_DOCUMENTS:])
 
 
 def _version() -> str:
     try:
-
         return version("codeglm")
     except Exception:
         return "0"
 
 
-def _snapshot(document: TextDocument) -> DocumentSnapshot:
+def _snapshot(document: TextDocument, source: str) -> DocumentSnapshot:
     return DocumentSnapshot(
         uri=document.uri,
-        text=document.source,
+        text=source,
         version=document.version,
         language_id=document.language_id or "",
         path=document.path,
@@ -201,9 +203,13 @@ def create_server(settings: Settings) -> CodeglmServer:
         )
         if answer is None or not answer.text:
             return types.InlineCompletionList(items=[])
-        return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=answer.text, range=_range(answer))])
+        return types.InlineCompletionList(
+            items=[types.InlineCompletionItem(insert_text=answer.text, range=_range(answer))]
+        )
 
-    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))
+    @server.feature(
+        types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "])
+    )
     async def completion(ls: CodeglmServer, params: types.CompletionParams) -> types.CompletionList:
         uri = params.text_document.uri
         answer = await ls.completions.complete(
@@ -287,7 +293,9 @@ class _ServerTranslationClient:
         except Exception as exc:
             log.warning("the client refused a progress token: %s", exc)
             return None
-        self._ls.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title, cancellable=True, percentage=0))
+        self._ls.work_done_progress.begin(
+            token, types.WorkDoneProgressBegin(title=title, cancellable=True, percentage=0)
+        )
         # window/workDoneProgress/cancel cancels this future (pygls); stop the translation then.
         future = self._ls.work_done_progress.tokens.get(token)
         if future is not None:
@@ -297,7 +305,9 @@ class _ServerTranslationClient:
     def report_progress(self, token: str | None, message: str, percentage: int | None) -> None:
         log.info("%s", message)
         if token is not None:
-            self._ls.work_done_progress.report(token, types.WorkDoneProgressReport(message=message, percentage=percentage))
+            self._ls.work_done_progress.report(
+                token, types.WorkDoneProgressReport(message=message, percentage=percentage)
+            )
 
     def end_progress(self, token: str | None, message: str) -> None:
         if token is not None:
@@ -315,7 +325,10 @@ class _ServerTranslationClient:
         if workspace is None or not workspace.apply_edit or workspace.workspace_edit is None:
             return False
         operations = workspace.workspace_edit.resource_operations or []
-        return bool(workspace.workspace_edit.document_changes) and types.ResourceOperationKind.Create in operations
+        return (
+            bool(workspace.workspace_edit.document_changes)
+            and types.ResourceOperationKind.Create in operations
+        )
 
 
 async def _translate(ls: CodeglmServer, arguments: tuple[object, ...], *, selection: bool) -> dict[str, Any]:
@@ -327,18 +340,27 @@ async def _translate(ls: CodeglmServer, arguments: tuple[object, ...], *, select
         protocol.cancel_listeners[msg_id] = cancel
     try:
         command = _parse(arguments, selection)
-        document = ls.workspace.get_text_document(command.uri)
+        document, source = ls.document(command.uri)
         language_id = resolve_language_id(document.language_id or "", document.path)
         if language_id is None:
-            raise CommandError(f"cannot translate {command.uri}: its language {document.language_id!r} is not supported")
+            raise CommandError(
+                f"cannot translate {command.uri}: its language {document.language_id!r} is not supported"
+            )
         backend = ls.holder.backend or await asyncio.to_thread(ls.holder.wait, 120.0)
         if backend is None:
             raise CommandError(f"no model to translate with: {ls.holder.state.message}")
         assert ls.loop is not None
         outcome = await commands.run_translation(
-            command, document.source, language_id, backend, _ServerTranslationClient(ls, cancel), cancel, ls.loop
+            command,
+            source,
+            language_id,
+            backend,
+            _ServerTranslationClient(ls, cancel),
+            cancel,
+            ls.loop,
+            max_units=ls.settings.translate_max_units,
         )
-    except CommandError as exc:
+    except (CommandError, DocumentError) as exc:
         log.warning("%s", exc)
         # An LSP error the client shows: the message, no traceback.
         raise JsonRpcInvalidParams(message=f"codeglm: {exc}") from None

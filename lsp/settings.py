@@ -16,6 +16,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from codeglm.translation.budget import DEFAULT_MAX_UNITS
+
 SECTION = "codeglm"
 
 
@@ -33,6 +35,8 @@ class Settings(BaseModel):
     ``context_lines``: lines kept on each side of the cursor before the prompt builder
     (which budgets tokens on its own) sees the document; None keeps the whole document.
     ``load_wait_ms``: how long a completion asked for while the model loads waits for it.
+    ``translate_max_units``: the translate commands refuse a document that splits into
+    more units than this, before any generation (0: no limit).
     """
 
     # strict: no "3" for 3 or true for 1 (a float field still takes a whole number);
@@ -51,6 +55,7 @@ class Settings(BaseModel):
     context_lines: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     load_wait_ms: Annotated[int, Field(ge=0, le=60_000)] = 1500
     cache_size: Annotated[int, Field(ge=0, le=10_000)] = 64
+    translate_max_units: Annotated[int, Field(ge=0, le=10_000_000)] = DEFAULT_MAX_UNITS
 
     @field_validator("backend", mode="before")
     @classmethod
@@ -80,7 +85,9 @@ class Settings(BaseModel):
 
 # Every spelling a client may use for a field (camelCase and snake_case) -> the camelCase one.
 _CLIENT_KEY: dict[str, str] = {
-    spelling: str(field.alias) for name, field in Settings.model_fields.items() for spelling in (name, str(field.alias))
+    spelling: str(field.alias)
+    for name, field in Settings.model_fields.items()
+    for spelling in (name, str(field.alias))
 }
 
 
@@ -95,7 +102,9 @@ def settings_section(raw: object) -> Mapping[str, Any] | None:
         if section is None:
             return None
         if not isinstance(section, Mapping):
-            raise SettingsError(f"the {SECTION!r} settings must be a JSON object, got {type(section).__name__}")
+            raise SettingsError(
+                f"the {SECTION!r} settings must be a JSON object, got {type(section).__name__}"
+            )
         return section
     return raw
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -466,9 +467,13 @@ async def test_translate_file_creates_the_file_only_as_asked(
         assert isinstance(reports[0], types.WorkDoneProgressBegin) and reports[0].cancellable
         assert any(isinstance(r, types.WorkDoneProgressReport) and "translat" in (r.message or "") for r in reports)
         assert isinstance(reports[-1], types.WorkDoneProgressEnd)
-        # Units are counted as units (a retry is not a new one) and the bar only moves forward.
+        # First how many units and roughly how long; then units are counted as units (a
+        # retry is not a new one) and the bar only moves forward.
         for token_reports in client.progress_reports.values():
             steps = [r for r in token_reports if isinstance(r, types.WorkDoneProgressReport)]
+            assert (steps[0].message or "").startswith("1 unit to translate, roughly "), steps[0]
+            assert "tok/s" in (steps[0].message or "") and steps[0].percentage == 0
+            steps = steps[1:]
             assert all((r.message or "").startswith("unit ") for r in steps), steps
             percentages = [r.percentage for r in steps]
             assert percentages == sorted(percentages) and all(0 <= p <= 100 for p in percentages), percentages
@@ -505,6 +510,34 @@ async def test_translate_file_creates_the_file_only_as_asked(
         assert new_file.read_text(encoding="utf-8") == "# mine\n"  # never overwritten unless asked
     finally:
         configure(client, {"maxTokens": 24})
+        close_document(client, uri)
+
+
+async def test_translate_past_the_unit_limit_is_refused_before_any_generation(
+    server: tuple[LanguageClient, Recorder], tmp_path: Path
+) -> None:
+    client, _ = server
+    methods = "".join(f"    static int m{i}(int x) {{\n        return x + {i};\n    }}\n\n" for i in range(80))
+    uri = open_document(client, tmp_path / "Big.java", "java", f"public class Big {{\n{methods}}}\n")
+    try:
+        configure(client, {"translateMaxUnits": 5})
+        await asyncio.sleep(0.2)
+        started = time.perf_counter()
+        with pytest.raises(JsonRpcException) as caught:
+            await client.workspace_execute_command_async(
+                types.ExecuteCommandParams(
+                    command=commands.TRANSLATE_FILE,
+                    arguments=[{"uri": uri, "targetLanguage": "python", "createFile": True}],
+                )
+            )
+        assert time.perf_counter() - started < 10  # no generation: the tiny model takes longer per unit
+        error = caught.value
+        assert error.code == -32602 and error.data is None, (error.code, error.data)
+        assert re.search(r"\b8\d units to translate, more than the limit of 5 \(roughly ", error.message), error.message
+        assert '"codeglm.translateMaxUnits" setting' in error.message and "nothing was translated or written" in error.message
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["Big.java"]
+    finally:
+        configure(client, {"translateMaxUnits": 500})
         close_document(client, uri)
 
 
@@ -667,3 +700,181 @@ async def test_translate_with_the_default_model_writes_a_file_that_parses(tmp_pa
         assert not parse_text(get_language("python"), written).root_node.has_error
     finally:
         await client.shutdown_session()
+
+
+# --- malformed requests: every request is answered, with a code and no traceback -----------
+
+MISSING = object()  # the request has no "params" member at all
+BAD_REQUEST_TIMEOUT_S = 1.0
+
+
+def _inline(uri: object = "file:///tmp/x.py", line: object = 0, character: object = 0) -> dict[str, Any]:
+    return {"textDocument": {"uri": uri}, "position": {"line": line, "character": character}, "context": {"triggerKind": 1}}
+
+
+def _translate_file(*arguments: object) -> dict[str, Any]:
+    return {"command": commands.TRANSLATE_FILE, "arguments": list(arguments)}
+
+
+# (case id, method, params given the case's directory, expected code, words the message must hold)
+BAD_REQUESTS: list[tuple[str, str, Any, int, tuple[str, ...]]] = [
+    ("negative-character", "textDocument/inlineCompletion", lambda d: _inline(character=-1), -32602, ("params.position.character", "-1")),
+    ("negative-line", "textDocument/inlineCompletion", lambda d: _inline(line=-5), -32602, ("params.position.line", "-5")),
+    ("character-past-2**31", "textDocument/inlineCompletion", lambda d: _inline(character=2**31), -32602, ("character", "2147483648")),
+    ("line-past-2**40", "textDocument/inlineCompletion", lambda d: _inline(line=2**40), -32602, ("params.position.line",)),
+    ("line-a-string", "textDocument/inlineCompletion", lambda d: _inline(line="ten"), -32602, ("params.position.line",)),
+    ("position-a-list", "textDocument/inlineCompletion", lambda d: {**_inline(), "position": [0, 0]}, -32602, ("params.position",)),
+    ("text-document-a-string", "textDocument/inlineCompletion", lambda d: {**_inline(), "textDocument": "file:///x.py"}, -32602, ("params.textDocument",)),
+    ("position-missing", "textDocument/inlineCompletion", lambda d: {k: v for k, v in _inline().items() if k != "position"}, -32602, ("params.position: missing",)),
+    ("character-missing", "textDocument/inlineCompletion", lambda d: {**_inline(), "position": {"line": 0}}, -32602, ("params.position.character: missing",)),
+    ("trigger-kind-unknown", "textDocument/inlineCompletion", lambda d: {**_inline(), "context": {"triggerKind": 9}}, -32602, ("params.context.triggerKind",)),
+    ("params-missing", "textDocument/inlineCompletion", lambda d: MISSING, -32602, ("textDocument/inlineCompletion", "params")),
+    ("params-null", "textDocument/inlineCompletion", lambda d: None, -32602, ("textDocument/inlineCompletion",)),
+    ("params-a-list", "textDocument/inlineCompletion", lambda d: [1, 2], -32602, ("textDocument/inlineCompletion",)),
+    ("uri-http", "textDocument/inlineCompletion", lambda d: _inline(uri="http://example.com/a.py"), -32602, ("http://example.com/a.py", "file:")),
+    ("uri-foo-scheme", "textDocument/inlineCompletion", lambda d: _inline(uri="foo:bar"), -32602, ("foo:bar",)),
+    ("uri-untitled-not-open", "textDocument/inlineCompletion", lambda d: _inline(uri="untitled:Untitled-1"), -32602, ("untitled:Untitled-1", "not open")),
+    ("uri-a-bare-path", "textDocument/inlineCompletion", lambda d: _inline(uri="src/a.py"), -32602, ("src/a.py", "not a URI")),
+    ("uri-a-number", "textDocument/inlineCompletion", lambda d: _inline(uri=5), -32602, ("not a URI",)),
+    ("uri-missing-file", "textDocument/inlineCompletion", lambda d: _inline(uri=(d / "gone.py").as_uri()), -32602, ("gone.py", "does not exist")),
+    ("uri-a-directory", "textDocument/inlineCompletion", lambda d: _inline(uri=d.as_uri()), -32602, ("is a directory",)),
+    ("completion-missing-file", "textDocument/completion", lambda d: {k: v for k, v in _inline(uri=(d / "gone.py").as_uri()).items() if k != "context"}, -32602, ("gone.py", "does not exist")),
+    ("translate-missing-file", "workspace/executeCommand", lambda d: _translate_file({"uri": (d / "Gone.java").as_uri(), "targetLanguage": "python"}), -32602, ("Gone.java", "does not exist")),
+    ("translate-a-directory", "workspace/executeCommand", lambda d: _translate_file({"uri": d.as_uri(), "targetLanguage": "python"}), -32602, ("is a directory",)),
+    ("translate-http-uri", "workspace/executeCommand", lambda d: _translate_file({"uri": "http://example.com/A.java", "targetLanguage": "python"}), -32602, ("http://example.com/A.java",)),
+    ("translate-no-arguments", "workspace/executeCommand", lambda d: _translate_file(), -32602, ("exactly one object argument",)),
+    ("translate-two-arguments", "workspace/executeCommand", lambda d: _translate_file({}, {}), -32602, ("exactly one object argument",)),
+    ("translate-a-number-argument", "workspace/executeCommand", lambda d: _translate_file(5), -32602, ("one object argument",)),
+    ("translate-arguments-not-a-list", "workspace/executeCommand", lambda d: {"command": commands.TRANSLATE_FILE, "arguments": {"uri": 1}}, -32602, ("one object argument",)),
+    ("translate-no-target", "workspace/executeCommand", lambda d: _translate_file({"uri": (d / "Gone.java").as_uri()}), -32602, ("targetLanguage",)),
+    ("translate-selection-bad-range", "workspace/executeCommand", lambda d: {"command": commands.TRANSLATE_SELECTION, "arguments": [{"uri": (d / "A.java").as_uri(), "targetLanguage": "python", "range": {"start": {"line": -1, "character": 0}, "end": {"line": 0, "character": 0}}}]}, -32602, ("range.start",)),
+    ("unknown-command", "workspace/executeCommand", lambda d: {"command": "codeglm.noSuchCommand", "arguments": []}, -32602, ("codeglm.noSuchCommand",)),
+    ("command-missing", "workspace/executeCommand", lambda d: {"arguments": []}, -32602, ("params.command: missing",)),
+    ("unknown-method", "codeglm/noSuchMethod", lambda d: {}, -32601, ("codeglm/noSuchMethod",)),
+]
+
+
+def _raw_request(client: LanguageClient, message: dict[str, Any]) -> asyncio.Future[Any]:
+    """Send ``message`` as it is (pygls's typed API would refuse or fix most of the table)
+    and return the future of its answer."""
+    from concurrent.futures import Future
+
+    future: Future[Any] = Future()
+    client.protocol._request_futures[message["id"]] = future
+    client.protocol._send_data(message)
+    return asyncio.wrap_future(future)
+
+
+async def _answer(client: LanguageClient, message: dict[str, Any]) -> tuple[Any, JsonRpcException | None, float]:
+    """(result, error, seconds) of a raw request; fails the test if no answer comes in time."""
+    started = time.perf_counter()
+    try:
+        result = await asyncio.wait_for(_raw_request(client, message), BAD_REQUEST_TIMEOUT_S * 5)
+    except JsonRpcException as error:
+        return None, error, time.perf_counter() - started
+    except TimeoutError:
+        raise AssertionError(f"no answer to {message}") from None
+    return result, None, time.perf_counter() - started
+
+
+def _assert_no_traceback(error: JsonRpcException) -> None:
+    assert error.data is None or "traceback" not in str(error.data).lower(), error.data
+    assert "Traceback" not in error.message and "\n" not in error.message, error.message
+
+
+async def _still_serving(client: LanguageClient) -> None:
+    stats = await asyncio.wait_for(client.protocol.send_request_async(STATS_METHOD, None), 10)
+    assert stats is not None
+
+
+STATS_METHOD = "codeglm/stats"
+
+
+@pytest.mark.parametrize(("case", "method", "make_params", "code", "words"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
+async def test_every_malformed_request_is_answered_with_its_code_and_no_traceback(
+    server: tuple[LanguageClient, Recorder], tmp_path: Path,
+    case: str, method: str, make_params: Any, code: int, words: tuple[str, ...],
+) -> None:
+    client, _ = server
+    params = make_params(tmp_path)
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": f"bad-{case}", "method": method}
+    if params is not MISSING:
+        message["params"] = params
+    result, error, seconds = await _answer(client, message)
+    assert error is not None, f"{case}: answered {result!r} instead of an error"
+    assert seconds < BAD_REQUEST_TIMEOUT_S, f"{case}: answered after {seconds:.2f} s"
+    assert error.code == code, (case, error.code, error.message)
+    _assert_no_traceback(error)
+    for word in words:
+        assert word in error.message, (case, word, error.message)
+    await _still_serving(client)
+
+
+async def test_requests_that_are_not_json_rpc_are_answered_or_logged(server: tuple[LanguageClient, Recorder]) -> None:
+    client, _ = server
+    # A request without params for a method that takes none is valid JSON-RPC (pygls dropped it).
+    result, error, _ = await _answer(client, {"jsonrpc": "2.0", "id": "stats-no-params", "method": STATS_METHOD})
+    assert error is None and "lastGeneration" in str(result)
+    # Not JSON-RPC 2.0 but with an id: -32600.
+    result, error, seconds = await _answer(client, {"jsonrpc": "1.0", "id": "old-version", "method": STATS_METHOD})
+    assert error is not None and error.code == -32600 and "2.0" in error.message and seconds < BAD_REQUEST_TIMEOUT_S
+    # A body that is not JSON has no id to answer: logged as a parse error.
+    seen = len(client.log_messages)
+    body = b"{this is not json"
+    client.protocol.writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    # A notification with bad params cannot be answered: logged, naming the method and field.
+    client.protocol._send_data(
+        {"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {"uri": "file:///x.py"}}}
+    )
+    await _still_serving(client)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        logged = " | ".join(m.message for m in client.log_messages[seen:])
+        if "-32700" in logged and "textDocument/didOpen" in logged:
+            break
+        await asyncio.sleep(0.05)
+    assert "-32700" in logged and "not JSON" in logged, logged
+    assert "invalid params for textDocument/didOpen" in logged and "params.textDocument.languageId: missing" in logged
+
+
+async def test_documents_of_any_scheme_are_served_while_open(server: tuple[LanguageClient, Recorder]) -> None:
+    """``untitled:`` (and any other scheme) is an error only when the editor has no copy."""
+    client, _ = server
+    name, text, line, character = SAMPLES["python"]
+    for uri in ("untitled:Untitled-1", "foo:bar/add.py"):
+        client.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
+            )
+        )
+        try:
+            result = await client.text_document_inline_completion_async(inline_params(uri, line, character))
+            assert isinstance(result, types.InlineCompletionList), result
+        finally:
+            close_document(client, uri)
+        with pytest.raises(JsonRpcException, match="not open in the editor"):
+            await client.text_document_inline_completion_async(inline_params(uri, line, character))
+
+
+async def test_after_a_burst_of_bad_requests_completion_still_works(
+    server: tuple[LanguageClient, Recorder], direct_backend: Any, tmp_path: Path
+) -> None:
+    client, _ = server
+    answers = []
+    for index, (_, method, make_params, _, _) in enumerate(BAD_REQUESTS):
+        params = make_params(tmp_path)
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": f"burst-{index}", "method": method}
+        if params is not MISSING:
+            message["params"] = params
+        answers.append(_raw_request(client, message))
+    outcomes = await asyncio.wait_for(asyncio.gather(*answers, return_exceptions=True), 10)
+    assert [type(o) for o in outcomes if not isinstance(o, JsonRpcException)] == []
+    assert [e.code for e in outcomes] == [case[3] for case in BAD_REQUESTS]
+    name, text, line, character = SAMPLES["python"]
+    uri = open_document(client, tmp_path / name, "python", text)
+    try:
+        result = await client.text_document_inline_completion_async(inline_params(uri, line, character))
+        want = expected(direct_backend, text, line, character, "python", tmp_path / name, 24)
+        assert isinstance(result, types.InlineCompletionList) and [i.insert_text for i in result.items] == [want.text]
+    finally:
+        close_document(client, uri)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lsprotocol import types
 
 from codeglm.languages import TRANSLATION_LANGUAGES, get_language
-from lsp import commands
+from lsp import commands, wire
 from lsp.completion_service import resolve_language_id, window_lines
+from lsp.documents import DocumentError, check_readable, read_error
 from lsp.positions import index_to_utf16, line_at, utf16_to_index
 from lsp.requests import AnswerCache, LatestRequests
 from lsp.settings import Settings, SettingsError, apply_settings
@@ -54,7 +57,7 @@ def test_settings_spell_fields_as_clients_do() -> None:
     client = settings.to_client_json()
     assert client["maxTokens"] == 16 and client["topP"] == 0.5 and client["enabledLanguages"] is None
     assert set(client) == {"backend", "enabled", "maxTokens", "temperature", "topP", "debounceMs", "enabledLanguages",
-                           "contextLines", "loadWaitMs", "cacheSize"}
+                           "contextLines", "loadWaitMs", "cacheSize", "translateMaxUnits"}
     assert apply_settings(Settings(), {"backend": ""}).backend is None
 
 
@@ -293,3 +296,156 @@ def test_model_holder_reports_a_model_that_cannot_load(tmp_path: Path) -> None:
     assert [s.state for s in states] == [LOADING, ERROR]
     assert str(missing) in states[-1].message and "--backend" in states[-1].message
     holder.close()
+
+
+# --- messages pygls cannot read, document URIs, errors without tracebacks -------------
+
+
+def _protocol_with_writer() -> tuple[Any, list[dict[str, Any]]]:
+    """The real server's protocol with a writer that keeps what it would send."""
+    import json
+
+    from lsp.server import create_server
+
+    server = create_server(Settings())
+    sent: list[dict[str, Any]] = []
+
+    class Writer:
+        def write(self, data: bytes) -> None:
+            sent.append(json.loads(data))
+
+        def close(self) -> None:
+            pass
+
+    server.protocol.set_writer(Writer(), include_headers=False)
+    return server, sent
+
+
+def test_a_request_whose_params_do_not_fit_is_answered_with_the_bad_fields() -> None:
+    server, sent = _protocol_with_writer()
+    raw = (
+        '{"jsonrpc": "2.0", "id": 7, "method": "textDocument/inlineCompletion", "params": {"textDocument": '
+        '{"uri": "file:///a.py"}, "position": {"line": 0, "character": -1}, "context": {"triggerKind": 1}}}'
+    )
+    import json
+
+    server.protocol.handle_message(json.loads(raw, object_hook=server.protocol.structure_message))
+    assert len(sent) == 1 and sent[0]["id"] == 7
+    error = sent[0]["error"]
+    assert error["code"] == wire.INVALID_PARAMS
+    assert error["message"] == (
+        "invalid params for textDocument/inlineCompletion: params.position.character: "
+        "should be in range [0:2147483647], but was -1."
+    )
+    assert "data" not in error or error["data"] is None
+
+
+def test_structure_problems_name_each_field_as_the_client_spells_it() -> None:
+    from pygls.protocol import default_converter
+
+    converter = default_converter()
+    with pytest.raises(Exception) as caught:
+        converter.structure(
+            {"textDocument": "x", "position": {"line": "ten"}, "context": {"triggerKind": 9}},
+            types.InlineCompletionParams,
+        )
+    problems = dict(wire.structure_problems(caught.value))
+    assert problems["textDocument"] == "must be an object"
+    assert problems["position.line"] == "invalid literal for int() with base 10: 'ten'"
+    assert problems["position.character"] == "missing"
+    assert problems["context.triggerKind"] == "9 is not a valid InlineCompletionTriggerKind"
+
+
+def test_request_ids_and_default_params() -> None:
+    assert wire.request_id({"id": 3}) == 3 and wire.request_id({"id": "a"}) == "a"
+    assert wire.request_id({"id": True}) is None and wire.request_id({"id": 1.5}) is None
+    assert wire.request_id({"id": None}) is None and wire.request_id({}) is None
+
+    def typed(method: str) -> object | None:
+        return object() if method == "textDocument/inlineCompletion" else None
+
+    assert wire.with_default_params({"id": 1, "method": "codeglm/stats"}, typed)["params"] is None
+    untouched = {"id": 1, "method": "textDocument/inlineCompletion"}
+    assert wire.with_default_params(untouched, typed) is untouched
+    assert "params" not in wire.with_default_params({"id": 1, "result": 3}, typed)
+
+
+def test_messages_that_are_not_json_rpc_2() -> None:
+    assert wire.invalid_message([1, 2]) == (None, "a JSON-RPC message must be an object, got list")
+    msg_id, problem = wire.invalid_message({"id": 4, "method": "x"})
+    assert msg_id == 4 and "expected \"2.0\"" in problem
+    msg_id, problem = wire.invalid_message({"jsonrpc": "2.0", "id": 5, "method": 3})
+    assert msg_id == 5 and "method" in problem
+    assert "-32700" in wire.parse_error_message(ValueError("Expecting value"))
+
+
+def test_internal_errors_lose_their_traceback_but_keep_one_line() -> None:
+    import sys
+
+    from pygls.exceptions import JsonRpcInternalError
+
+    try:
+        open("/nonexistent/codeglm-file")  # noqa: SIM115
+    except OSError:
+        error = JsonRpcInternalError.of(sys.exc_info()).to_response_error()
+    assert "traceback" in error.data
+    clean, trace = wire.without_traceback(error)
+    assert clean.code == wire.INTERNAL_ERROR and clean.data is None
+    assert clean.message.startswith("FileNotFoundError: ") and "\n" not in clean.message
+    assert trace is not None and "open(" in trace
+    plain = types.ResponseError(code=-32602, message="bad")
+    assert wire.without_traceback(plain) == (plain, None)
+
+
+def test_a_handler_that_raises_answers_an_internal_error_without_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    server, sent = _protocol_with_writer()
+
+    @server.feature("codeglm/boom")
+    def boom(ls: Any, params: Any) -> None:
+        raise RuntimeError("the handler broke")
+
+    message = server.protocol.structure_message({"jsonrpc": "2.0", "id": 9, "method": "codeglm/boom"})
+    with caplog.at_level("ERROR"):
+        server.protocol.handle_message(message)
+    assert sent == [{"jsonrpc": "2.0", "id": 9, "error": {"code": -32603, "message": "RuntimeError: the handler broke"}}]
+    assert "Traceback" in caplog.text or "raise RuntimeError" in caplog.text
+
+
+def test_which_document_uris_can_be_read(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("x = 1\n", encoding="utf-8")
+    check_readable((tmp_path / "a.py").as_uri(), is_open=False)
+    for uri in ("untitled:Untitled-1", "http://example.com/a.py", "foo:bar"):
+        check_readable(uri, is_open=True)  # the editor's copy is read, whatever the scheme
+    cases = {
+        "untitled:Untitled-1": "not open in the editor",
+        "http://example.com/a.py": "reads only file: URIs",
+        "foo:bar": "reads only file: URIs",
+        "a.py": "is not a URI",
+        (tmp_path / "gone.py").as_uri(): f"{tmp_path / 'gone.py'} does not exist",
+        tmp_path.as_uri(): f"{tmp_path} is a directory",
+    }
+    for uri, words in cases.items():
+        with pytest.raises(DocumentError, match=re.escape(words)):
+            check_readable(uri, is_open=False)
+    assert "is not UTF-8" in str(read_error("file:///b.py", UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad")))
+
+
+def test_requests_after_shutdown_and_unreadable_responses_are_answered() -> None:
+    from concurrent.futures import Future
+
+    from pygls.exceptions import JsonRpcException
+
+    server, sent = _protocol_with_writer()
+    # A response from the client that does not fit what the server asked: the waiting
+    # request fails with the reason instead of waiting forever.
+    waiting: Future[Any] = Future()
+    server.protocol._request_futures["r1"] = waiting
+    server.protocol._result_types["r1"] = server.protocol.get_result_type(types.WORKSPACE_APPLY_EDIT)
+    server.protocol.handle_message(server.protocol.structure_message({"jsonrpc": "2.0", "id": "r1", "result": 5}))
+    with pytest.raises(JsonRpcException, match="unreadable response 'r1'"):
+        waiting.result(timeout=1)
+    # After shutdown (LSP): requests get InvalidRequest, not silence.
+    server.protocol._shutdown = True
+    server.protocol.handle_message(server.protocol.structure_message({"jsonrpc": "2.0", "id": 3, "method": "codeglm/stats"}))
+    assert sent[-1]["id"] == 3 and sent[-1]["error"]["code"] == wire.INVALID_REQUEST
+    assert "shutting down" in sent[-1]["error"]["message"]

@@ -7,6 +7,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,54 @@ def test_stdin_to_stdout(tiny_model: Path) -> None:
     assert not parse_text(get_language("cpp"), run.stdout).root_node.has_error
     assert "unit 1 of " not in run.stderr  # --quiet: no per-unit lines
     assert "Python -> C++: 1 unit(s)" in run.stderr and "wrote stdout" in run.stderr
+
+
+def big_java(methods: int, name: str = "Big") -> str:
+    """A class of ``methods`` one-line static methods (the issue's file had 13,755)."""
+    body = "".join(f"    static int m{i}(int x) {{\n        return x + {i};\n    }}\n\n" for i in range(methods))
+    return f"public class {name} {{\n{body}}}\n"
+
+
+def test_a_file_past_the_unit_limit_is_refused_before_any_generation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "Big.java"
+    source.write_text(big_java(5000), encoding="utf-8")
+    output = tmp_path / "big.py"
+    backend = ScriptedBackend([])  # no answers: any generation would fail the test
+    started = time.perf_counter()
+    status = translate_cli.translate_file(_args(str(source), "--to", "python"), backend)
+    seconds = time.perf_counter() - started
+    err = capsys.readouterr().err
+    assert status == 1 and backend.requests == []
+    assert not output.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["Big.java"]
+    assert f"{source}: 5,001 units to translate, more than the limit of 500" in err
+    assert "nothing was translated or written" in err and "--max-units 5001" in err
+    assert "roughly " in err and "tok/s, assumed" in err
+    assert seconds < 30, f"refusing took {seconds:.1f} s"  # splitting is not quadratic any more
+    # The limit is the option's: a lower one refuses a smaller file too.
+    small = tmp_path / "Small.java"
+    small.write_text(big_java(60, "Small"), encoding="utf-8")
+    status = translate_cli.translate_file(_args(str(small), "--to", "python", "--max-units", "5"), backend)
+    assert status == 1 and "61 units to translate, more than the limit of 5" in capsys.readouterr().err
+    assert backend.requests == [] and not (tmp_path / "small.py").exists()
+
+
+def test_under_the_limit_the_units_and_a_rough_time_come_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "Small.java"
+    source.write_text(big_java(6, "Small"), encoding="utf-8")
+    answers = ["class Small:\n    pass\n"] + [f"def m{i}(x):\n    return x + {i}\n" for i in range(6)]
+    args = _args(str(source), "--to", "python", "--max-units", "7", "--decode-speed", "2")
+    # A context this small splits the class: its head and one unit per method.
+    status = translate_cli.translate_file(args, ScriptedBackend(answers, context_length=240))
+    err = capsys.readouterr().err
+    assert status in (0, translate_cli.EXIT_UNITS_FAILED), err
+    first = err.splitlines()[0]
+    assert first.startswith(f"codeglm translate: {source}: 7 units to translate, roughly ")
+    assert "tok/s, configured" in first and "rough guess" in first
+    assert err.index(first) < err.index("unit 1 of 7: translating")
+    assert (tmp_path / "small.py").exists()
+    # --max-units 0: no limit; bad values are usage errors.
+    assert translate_cli.translate_file(_args(str(source), "--to", "python", "--max-units", "-1"), ScriptedBackend([])) == 2
+    assert "--max-units must be >= 0" in capsys.readouterr().err
+    assert translate_cli.translate_file(_args(str(source), "--to", "python", "--decode-speed", "0"), ScriptedBackend([])) == 2

@@ -5,6 +5,9 @@ target's conventional name (``FooBar.java`` -> ``foo_bar.py``); reading stdin
 (``SRC = -``) writes to stdout unless ``-o`` says otherwise. An existing file is never
 overwritten without ``--force``. Progress goes to stderr, a line per unit and per retry
 (``unit 2 of 5: retry 1 of 2 for function add (...)``), and a summary ends the run.
+Before the model generates anything, one line says how many units the file split into
+and roughly how long they will take; past ``--max-units`` (default 500) the command stops
+there, writing nothing.
 Exit status: 0 all units translated, 3 the file was written but some units failed (they
 are in marked comments in it), 1 an error, 2 a usage error.
 """
@@ -20,6 +23,7 @@ from typing import TextIO
 from codeglm.backends.base import Backend, BackendError, ModelFilesError
 from codeglm.backends.options import add_backend_argument, add_max_tokens_argument
 from codeglm.languages import UnsupportedLanguageError, get_language, language_for_path
+from codeglm.translation.budget import DEFAULT_MAX_UNITS, Estimate, TooManyUnitsError, too_many_units_message
 from codeglm.translation.naming import convert_name, output_name
 from codeglm.translation.pipeline import resolve_pair, translate
 from codeglm.translation.progress import progress_line
@@ -30,18 +34,51 @@ EXIT_UNITS_FAILED = 3
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="the file to translate, or - for stdin")
-    parser.add_argument("--to", required=True, dest="target", help="target language (python, java, cpp, javascript, go, rust)")
-    parser.add_argument("--from", dest="source_language", help="source language (default: from the file extension)")
-    parser.add_argument("-o", "--output", help="output file, or - for stdout (default: the target's conventional name beside SRC)")
+    parser.add_argument(
+        "--to", required=True, dest="target", help="target language (python, java, cpp, javascript, go, rust)"
+    )
+    parser.add_argument(
+        "--from", dest="source_language", help="source language (default: from the file extension)"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        help="output file, or - for stdout (default: the target's conventional name beside SRC)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
     add_backend_argument(parser)
-    parser.add_argument("--retries", type=int, default=2, help="retries per unit whose translation does not parse (default 2)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="first attempt's temperature (default 0: greedy)")
+    parser.add_argument(
+        "--retries", type=int, default=2, help="retries per unit whose translation does not parse (default 2)"
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=0.0, help="first attempt's temperature (default 0: greedy)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split", choices=("auto", "units"), default="auto",
-                        help="auto: one piece when the file fits the model's context; units: always per unit")
-    add_max_tokens_argument(parser, default=None, help="cap on the tokens generated per unit (default: what the unit needs)")
-    parser.add_argument("--quiet", action="store_true", help="no per-unit progress (the summary is still printed)")
+    parser.add_argument(
+        "--split",
+        choices=("auto", "units"),
+        default="auto",
+        help="auto: one piece when the file fits the model's context; units: always per unit",
+    )
+    add_max_tokens_argument(
+        parser, default=None, help="cap on the tokens generated per unit (default: what the unit needs)"
+    )
+    parser.add_argument(
+        "--max-units",
+        type=int,
+        default=DEFAULT_MAX_UNITS,
+        help=f"refuse a file that splits into more units than this, before any generation "
+        f"(default {DEFAULT_MAX_UNITS}; 0: no limit)",
+    )
+    parser.add_argument(
+        "--decode-speed",
+        type=float,
+        metavar="TOK_PER_S",
+        help="the model's decode speed for the up-front time estimate (default: measured, else assumed)",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no per-unit progress (the summary is still printed)"
+    )
 
 
 def _fail(message: str, status: int = 1) -> int:
@@ -98,11 +135,21 @@ def translate_file(args: argparse.Namespace, backend: Backend) -> int:
     return _translate_and_write(args, plan, backend)
 
 
-def _translate_and_write(args: argparse.Namespace, plan: tuple[TranslationRequest, Path | None], backend: Backend) -> int:
+def _translate_and_write(
+    args: argparse.Namespace, plan: tuple[TranslationRequest, Path | None], backend: Backend
+) -> int:
     request, output = plan
     on_unit = None if args.quiet else progress_printer(sys.stderr)
+    name = "stdin" if args.source == "-" else args.source
+
+    def on_plan(estimate: Estimate) -> None:
+        print(f"codeglm translate: {name}: {estimate.line()}", file=sys.stderr, flush=True)
+
     try:
-        result = translate(request, backend, on_unit=on_unit)
+        result = translate(request, backend, on_unit=on_unit, on_plan=on_plan)
+    except TooManyUnitsError as exc:
+        hint = f"raise the limit with --max-units {exc.estimate.units} (0: no limit)"
+        return _fail(f"{name}: {too_many_units_message(exc.estimate, exc.limit, hint)}")
     except (TranslationError, BackendError) as exc:
         return _fail(str(exc))
     return _finish(result, output, args.force)
@@ -118,13 +165,19 @@ def _prepare(args: argparse.Namespace) -> tuple[TranslationRequest, Path | None]
         else:
             found = language_for_path(args.source)
             if found is None:
-                return _fail(f"cannot tell the language of {args.source} from its extension; pass --from LANG", 2)
+                return _fail(
+                    f"cannot tell the language of {args.source} from its extension; pass --from LANG", 2
+                )
             source_language = found
         source, target = resolve_pair(source_language.id, args.target)
     except (UnsupportedLanguageError, TranslationError) as exc:
         return _fail(str(exc), 2)
     if args.retries < 0:
         return _fail(f"--retries must be >= 0, got {args.retries}", 2)
+    if args.max_units < 0:
+        return _fail(f"--max-units must be >= 0 (0: no limit), got {args.max_units}", 2)
+    if args.decode_speed is not None and not args.decode_speed > 0:
+        return _fail(f"--decode-speed must be > 0 tokens per second, got {args.decode_speed}", 2)
     output = _resolve_output(args, target.id)
     if output is not None and output.exists() and not args.force:
         return _fail(f"{output} exists; pass --force to overwrite it or -o to choose another file")
@@ -148,6 +201,8 @@ def _prepare(args: argparse.Namespace) -> tuple[TranslationRequest, Path | None]
         seed=args.seed,
         split=args.split,
         max_new_tokens=args.max_tokens,
+        max_units=args.max_units,
+        tokens_per_second=args.decode_speed,
     )
     return request, output
 
@@ -168,7 +223,10 @@ def _finish(result: TranslationResult, output: Path | None, force: bool) -> int:
     source = get_language(result.source_language).display_name
     target = get_language(result.target_language).display_name
     parses = "parses" if result.parses else "DOES NOT PARSE"
-    print(f"codeglm translate: {source} -> {target}: {result.summary()}; wrote {where} ({parses})", file=sys.stderr)
+    print(
+        f"codeglm translate: {source} -> {target}: {result.summary()}; wrote {where} ({parses})",
+        file=sys.stderr,
+    )
     return EXIT_UNITS_FAILED if result.failed_units else 0
 
 
@@ -179,7 +237,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         backend = load_backend(args.backend)
     except (BackendError, ValueError, OSError) as exc:
-        return _fail(str(exc), 2 if isinstance(exc, ModelFilesError) else 1)  # a --backend that cannot load is a bad argument
+        return _fail(
+            str(exc), 2 if isinstance(exc, ModelFilesError) else 1
+        )  # a --backend that cannot load is a bad argument
     try:
         return _translate_and_write(args, plan, backend)
     finally:

@@ -27,7 +27,9 @@ module drives it, each step's rules live in their own module (``units``, ``promp
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
+from codeglm.backends import last_generation
 from codeglm.backends.base import (
     Backend,
     CancelledError,
@@ -36,6 +38,7 @@ from codeglm.backends.base import (
 )
 from codeglm.completion.parse_cache import parse_text
 from codeglm.languages import TRANSLATION_LANGUAGES, Language, get_language
+from codeglm.translation.budget import Estimate, check_unit_limit, decode_speed, estimate_translation
 from codeglm.translation.join import join_translations, signatures_of, split_imports
 from codeglm.translation.prompts import (
     OUTPUT_FACTOR,
@@ -60,7 +63,9 @@ from codeglm.translation.units import (
 from codeglm.translation.validation import check_translation, make_finished, trim_translation
 
 
-def failure_comment(target: Language, source: Language, result_unit: Unit, attempts: int, problem: str, last: str) -> str:
+def failure_comment(
+    target: Language, source: Language, result_unit: Unit, attempts: int, problem: str, last: str
+) -> str:
     """A failed unit as a clearly marked comment: what failed, why, the source and the last attempt."""
     lines = [
         f"codeglm: FAILED to translate {result_unit.label} "
@@ -74,9 +79,15 @@ def failure_comment(target: Language, source: Language, result_unit: Unit, attem
     if target.block_comment is not None:
         opener, closer = target.block_comment
         # Break up comment markers inside (Rust's block comments even nest).
-        body = "\n".join(lines).replace(closer, closer[0] + " " + closer[1:]).replace(opener, opener[0] + " " + opener[1:])
+        body = (
+            "\n".join(lines)
+            .replace(closer, closer[0] + " " + closer[1:])
+            .replace(opener, opener[0] + " " + opener[1:])
+        )
         return f"{opener} {body}\n{closer}"
-    return target.comment("\n".join(lines)).rstrip("\n") + f"\n{target.line_comment} codeglm: end of failed unit"
+    return (
+        target.comment("\n".join(lines)).rstrip("\n") + f"\n{target.line_comment} codeglm: end of failed unit"
+    )
 
 
 def resolve_pair(source_language: str, target_language: str) -> tuple[Language, Language]:
@@ -91,19 +102,32 @@ def resolve_pair(source_language: str, target_language: str) -> tuple[Language, 
     return source, target
 
 
-def plan_units(request: TranslationRequest, source: Language, target: Language, backend: Backend) -> list[Unit]:
+def plan_units(
+    request: TranslationRequest, source: Language, target: Language, backend: Backend
+) -> list[Unit]:
     """The whole file as one unit when it fits (``split="auto"``), else its top-level units."""
     if request.split not in ("auto", "units"):
         raise TranslationError(f"split must be 'auto' or 'units', got {request.split!r}")
     if request.split == "auto":
         whole = whole_file_unit(request.source)
-        if plan_prompt(whole, source, target, backend, "", [], [], request.max_new_tokens) is not None:
-            tokens = backend.count_tokens(whole.text)
-            if tokens * (OUTPUT_FACTOR + 1) + OUTPUT_SLACK + 16 <= backend.context_length:
-                return [whole]
+        # The size test first: planning a prompt tokenizes the text once per try, which
+        # for a file of megabytes took seconds each before it could be refused.
+        tokens = backend.count_tokens(whole.text)
+        fits = tokens * (OUTPUT_FACTOR + 1) + OUTPUT_SLACK + 16 <= backend.context_length
+        if (
+            fits
+            and plan_prompt(whole, source, target, backend, "", [], [], request.max_new_tokens) is not None
+        ):
+            return [whole]
     # A unit, its prompt and its translation must fit together.
     max_unit_tokens = max(16, (backend.context_length - OUTPUT_SLACK - 32) // (OUTPUT_FACTOR + 1))
     return split_units(source, request.source, max_unit_tokens, backend.count_tokens)
+
+
+def plan_estimate(request: TranslationRequest, units: list[Unit], backend: Backend) -> Estimate:
+    """How many units and roughly how long (``codeglm.translation.budget``): no generation."""
+    speed, speed_source = decode_speed(request.tokens_per_second, last_generation(backend))
+    return estimate_translation(units, backend.count_tokens, speed, speed_source, request.max_new_tokens)
 
 
 def _emit(on_unit: ProgressCallback | None, event: UnitEvent) -> None:
@@ -116,8 +140,14 @@ def translate(
     backend: Backend,
     cancel: CancelToken | None = None,
     on_unit: ProgressCallback | None = None,
+    on_plan: Callable[[Estimate], None] | None = None,
 ) -> TranslationResult:
-    """Translate ``request.source``; see the module docstring for the steps."""
+    """Translate ``request.source``; see the module docstring for the steps.
+
+    Once the units are planned, and before the model generates anything, a file with
+    more units than ``request.max_units`` raises ``TooManyUnitsError``; otherwise
+    ``on_plan`` hears how many units there are and roughly how long they will take.
+    """
     started = time.monotonic()
     source, target = resolve_pair(request.source_language, request.target_language)
     if not request.source.strip():
@@ -125,6 +155,10 @@ def translate(
     if request.max_retries < 0:
         raise TranslationError(f"max_retries must be >= 0, got {request.max_retries}")
     units = plan_units(request, source, target, backend)
+    estimate = plan_estimate(request, units, backend)
+    check_unit_limit(estimate, request.max_units)
+    if on_plan is not None:
+        on_plan(estimate)
     source_imports = "\n".join(u.text for u in units if u.kind == "imports")
     target_imports: list[str] = []
     signatures: list[str] = []
@@ -144,14 +178,19 @@ def translate(
             text = failure_comment(target, source, unit, 0, problem, "")
             result = UnitResult(index, unit, text, False, 0, problem, 0, time.monotonic() - unit_started)
             results.append(result)
-            _emit(on_unit, UnitEvent(index, len(units), unit.label, "failed", 0, problem, request.max_retries))
+            _emit(
+                on_unit, UnitEvent(index, len(units), unit.label, "failed", 0, problem, request.max_retries)
+            )
             continue
         attempt_text, problem, attempts = "", "", 0
         for attempt in range(request.max_retries + 1):
             attempts = attempt + 1
             if attempt > 0:
                 retries += 1
-                _emit(on_unit, UnitEvent(index, len(units), unit.label, "retry", attempt, problem, request.max_retries))
+                _emit(
+                    on_unit,
+                    UnitEvent(index, len(units), unit.label, "retry", attempt, problem, request.max_retries),
+                )
             generation = backend.generate(
                 GenerationRequest(
                     prompt=plan.prompt,
@@ -170,14 +209,23 @@ def translate(
         seconds = time.monotonic() - unit_started
         if problem:
             text = failure_comment(target, source, unit, attempts, problem, attempt_text)
-            results.append(UnitResult(index, unit, text, False, attempts, problem, plan.prompt_tokens, seconds))
-            _emit(on_unit, UnitEvent(index, len(units), unit.label, "failed", attempts - 1, problem, request.max_retries))
+            results.append(
+                UnitResult(index, unit, text, False, attempts, problem, plan.prompt_tokens, seconds)
+            )
+            _emit(
+                on_unit,
+                UnitEvent(
+                    index, len(units), unit.label, "failed", attempts - 1, problem, request.max_retries
+                ),
+            )
             continue
         results.append(UnitResult(index, unit, attempt_text, True, attempts, "", plan.prompt_tokens, seconds))
         _, imports, rest = split_imports(target, attempt_text)
         target_imports.extend(i for i in imports if i not in target_imports)
         signatures.extend(s for s in signatures_of(target, rest) if s not in signatures)
-        _emit(on_unit, UnitEvent(index, len(units), unit.label, "done", attempts - 1, "", request.max_retries))
+        _emit(
+            on_unit, UnitEvent(index, len(units), unit.label, "done", attempts - 1, "", request.max_retries)
+        )
     text = join_translations(target, results, request.class_name or "Main")
     return TranslationResult(
         text=text,
@@ -191,4 +239,4 @@ def translate(
     )
 
 
-__all__ = ["failure_comment", "plan_units", "resolve_pair", "translate"]
+__all__ = ["failure_comment", "plan_estimate", "plan_units", "resolve_pair", "translate"]

@@ -25,6 +25,10 @@ class TranslationRequest:
     convention the output file's name). ``split``: "auto" translates a file that fits
     the context in one piece and splits it otherwise; "units" always splits.
     ``max_new_tokens``: an upper bound per unit (None: from the unit's size).
+    ``max_units``: refuse a file that splits into more units than this, before any
+    generation (None or 0: no limit; ``codeglm.translation.budget``).
+    ``tokens_per_second``: the decode speed for the up-front estimate (None: measured on
+    the backend, else assumed).
     """
 
     source: str
@@ -37,6 +41,8 @@ class TranslationRequest:
     seed: int = 0
     split: str = "auto"
     max_new_tokens: int | None = None
+    max_units: int | None = None
+    tokens_per_second: float | None = None
 
 
 @dataclass(frozen=True)
@@ -105,4 +111,11 @@ class TranslationResult:
         return line
 
 
-__all__ = ["ProgressCallback", "TranslationError", "TranslationRequest", "TranslationResult", "UnitEvent", "UnitResult"]
+__all__ = [
+    "ProgressCallback",
+    "TranslationError",
+    "TranslationRequest",
+    "TranslationResult",
+    "UnitEvent",
+    "UnitResult",
+]
