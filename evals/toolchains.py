@@ -205,7 +205,8 @@ def toolchain(language: str) -> Toolchain:
         archive = javac_class_archive()
         cds = (f"-J-XX:SharedArchiveFile={archive}",) if archive else ()
         build = (("javac", "-J-Xmx512m", *(f"-J{f}" for f in JAVA_FLAGS), *cds, "-proc:none", "-nowarn", "-d", ".", "Main.java"),)
-        run = ("java", "-Xmx512m", "-Xss8m", *JAVA_FLAGS, "-cp", ".", "Main")
+        # CodeglmEnd (evals/assemble.py) runs Main.main, then prints the end-of-checks line.
+        run = ("java", "-Xmx512m", "-Xss8m", *JAVA_FLAGS, "-cp", ".", "CodeglmEnd")
         # The JVM commits more than its heap (metaspace, code cache, GC): a larger DATA limit.
         run_limits = Limits(10.0, 10, 3 * GiB, 128, 16 * MiB)
         build_limits = Limits(90.0, 120, 3 * GiB, 512, 256 * MiB)
@@ -225,7 +226,8 @@ def toolchain(language: str) -> Toolchain:
         # -C prefer-dynamic: link libstd as a shared library, 40% less CPU per program.
         build = ((RUSTC, "--edition", "2021", "--test", "-A", "warnings", "-C", "prefer-dynamic", "prog.rs", "-o", "prog", *_rust_externs()),)
         env = (("LD_LIBRARY_PATH", _rust_std_dir()),)
-        return Toolchain("rust", "prog.rs", build, ("./prog",), env, BUILD_LIMITS, RUN_LIMITS, (RUSTC,))
+        # One test at a time, in name order: the end-of-checks test (evals/assemble.py) runs last.
+        return Toolchain("rust", "prog.rs", build, ("./prog", "--test-threads=1"), env, BUILD_LIMITS, RUN_LIMITS, (RUSTC,))
     raise ToolchainError(f"no toolchain for language {language!r}")
 
 

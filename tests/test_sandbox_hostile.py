@@ -1,0 +1,149 @@
+"""Hostile samples, per language, through the real executor: each gets its verdict and
+leaves nothing behind (no process of the slot's uid, no file in a world-writable place).
+
+Every program is a real HumanEval-X task 0 (``has_close_elements``) with a hostile body,
+so the dataset's own checks and the harness's epilogue are what they are in a real run.
+Cheap languages get most cases; the compiled ones a few each. Needs root, like the
+harness's isolation.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from evals.dataset import load_tasks
+from evals.execute import EARLY_EXIT_REASON, run_program
+from evals.sandbox import UID_BASE, Isolation, acquire_slot, probe_isolation
+from evals.toolchains import check_toolchain
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox's isolation needs root")
+
+SLOT = acquire_slot()
+UID = UID_BASE + SLOT
+TASKS, _ = load_tasks(["python", "cpp", "java", "javascript", "go", "rust"])
+
+
+@pytest.fixture(scope="module")
+def isolation() -> Isolation:
+    found = probe_isolation()
+    assert found.switch_user and found.network_namespace, found.reason
+    return found
+
+
+def uid_processes(uid: int) -> list[str]:
+    """Live (not zombie) processes of ``uid``, after up to 5 s for the last ones to die."""
+    deadline = time.monotonic() + 5
+    while True:
+        alive = []
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                if entry.stat().st_uid != uid:
+                    continue
+                with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                    if handle.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                        continue
+            except (OSError, IndexError):
+                continue
+            alive.append(entry.name)
+        if not alive or time.monotonic() > deadline:
+            return alive
+
+
+def run(isolation: Isolation, task_id: str, body: str, timeout: float = 10.0) -> tuple[str, str]:
+    language = TASKS[task_id].language
+    problem = check_toolchain(language)
+    if problem:
+        pytest.fail(f"{language}: {problem}")
+    outcome = run_program(TASKS[task_id], body, SLOT, isolation, timeout)
+    assert uid_processes(UID) == [], f"processes of the sample outlived {task_id}"
+    return outcome
+
+
+# ---- 1. exiting with status 0 before the checks finished -----------------------------------
+
+EARLY_EXITS = {
+    "python os._exit": ("Python/0", "    import os\n    os._exit(0)\n"),
+    "python sys.exit in the function": ("Python/0", "    import sys\n    sys.exit(0)\n"),
+    "python raise SystemExit": ("Python/0", "    raise SystemExit(0)\n"),
+    "python atexit hook os._exit after a failed check": (
+        "Python/0",
+        "    import atexit, os\n    atexit.register(lambda: os._exit(0))\n    return False\n",
+    ),
+    "python excepthook exits 0": (
+        "Python/0",
+        "    import sys, os\n    sys.excepthook = lambda *a: os._exit(0)\n    return False\n",
+    ),
+    "cpp exit": ("CPP/0", "    exit(0);\n}\n"),
+    "cpp _Exit": (
+        "CPP/0",
+        "    return false;\n}\n#include <cstdlib>\nstatic int hostile = (std::_Exit(0), 0);\n",
+    ),
+    "cpp quick_exit": (
+        "CPP/0",
+        "    return false;\n}\n#include <cstdlib>\nstatic int hostile = (std::quick_exit(0), 0);\n",
+    ),
+    "cpp atexit hook _Exit after exit(1)": (
+        "CPP/0",
+        "    exit(1);\n}\n#include <cstdlib>\nstatic int hostile = (std::atexit([] { std::_Exit(0); }), 0);\n",
+    ),
+    "cpp SIGABRT handler exits 0 after a failed assert": (
+        "CPP/0",
+        "    return false;\n}\n#include <csignal>\n#include <cstdlib>\n"
+        "static int hostile = (std::signal(SIGABRT, [](int) { std::_Exit(0); }), 0);\n",
+    ),
+    "java System.exit": ("Java/0", "        System.exit(0);\n        return false;\n    }\n}\n"),
+    "java Runtime.halt": (
+        "Java/0",
+        "        Runtime.getRuntime().halt(0);\n        return false;\n    }\n}\n",
+    ),
+    "java shutdown hook halts 0 after a failed check": (
+        "Java/0",
+        "        Runtime.getRuntime().addShutdownHook(new Thread(() -> Runtime.getRuntime().halt(0)));\n"
+        "        return false;\n    }\n}\n",
+    ),
+    "js process.exit": ("JavaScript/0", "  process.exit(0)\n}\n"),
+    "js process.reallyExit": ("JavaScript/0", "  process.reallyExit(0)\n}\n"),
+    "js exit handler resets the status after failed asserts": (
+        "JavaScript/0",
+        "  process.on('exit', () => { process.exitCode = 0 })\n  return false\n}\n",
+    ),
+    "go os.Exit": ("Go/0", "    os.Exit(0)\n    return false\n}\n"),
+    "rust process::exit": ("Rust/0", "    std::process::exit(0);\n}\n"),
+    "rust panic hook exits 0 after a failed assert": (
+        "Rust/0",
+        "    std::panic::set_hook(Box::new(|_| std::process::exit(0)));\n    return false;\n}\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(EARLY_EXITS))
+def test_exiting_0_before_the_checks_end_is_not_a_pass(isolation: Isolation, case: str) -> None:
+    task_id, body = EARLY_EXITS[case]
+    status, reason = run(isolation, task_id, body)
+    assert (status, reason) == ("failed", EARLY_EXIT_REASON)
+
+
+@pytest.mark.parametrize("task_id", ["Python/0", "CPP/0", "Java/0", "JavaScript/0", "Go/0", "Rust/0"])
+def test_the_canonical_solution_still_passes(isolation: Isolation, task_id: str) -> None:
+    """The control for the cases above: the same task, checks run to their end, passes."""
+    assert run(isolation, task_id, TASKS[task_id].canonical_solution) == ("passed", "")
+
+
+def test_exiting_0_after_the_checks_passed_is_a_pass(isolation: Isolation) -> None:
+    """An atexit hook that exits 0 is harmless once every check has run."""
+    body = (
+        "    import atexit, os\n    atexit.register(lambda: os._exit(0))\n"
+        + TASKS["Python/0"].canonical_solution
+    )
+    assert run(isolation, "Python/0", body) == ("passed", "")
+
+
+def test_printing_a_guessed_end_line_is_not_a_pass(isolation: Isolation) -> None:
+    """The token is fresh per run: a line that looked like one does not pass."""
+    body = "    import os\n    print('\\n' + '0' * 32, flush=True)\n    os._exit(0)\n"
+    assert run(isolation, "Python/0", body) == ("failed", EARLY_EXIT_REASON)
