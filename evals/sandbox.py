@@ -43,6 +43,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evals import sandbox_mounts
+
 CLONE_NEWNET = 0x40000000
 # Unprivileged ids for sandboxes: far above ordinary users; slot i runs as UID_BASE + i.
 UID_BASE = int(os.environ.get("CODEGLM_SANDBOX_UID_BASE", "3000000"))
@@ -62,6 +64,7 @@ class Limits:
     max_processes: int = 256
     output_bytes: int = 16 << 20
     open_files: int = 1024
+    tmpfs_bytes: int = 64 << 20  # each private tmpfs (/tmp, /var/tmp, /dev/shm, /run, /dev/mqueue)
 
 
 @dataclass(frozen=True)
@@ -92,11 +95,12 @@ class StepResult:
 
 @dataclass(frozen=True)
 class Isolation:
-    """What this process can enforce: ids switching (root) and network namespaces."""
+    """What this process can enforce: ids switching (root), network namespaces, private mounts."""
 
     switch_user: bool
     network_namespace: bool
     reason: str = ""
+    private_mounts: bool = False
 
 
 _HELD_SLOTS: dict[int, int] = {}
@@ -140,9 +144,16 @@ def probe_isolation() -> Isolation:
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        return Isolation(True, False, "unshare(CLONE_NEWNET) not permitted here: samples have network")
-    return Isolation(True, True)
+    network = os.waitstatus_to_exitcode(status) == 0
+    mounts_problem = sandbox_mounts.probe(_libc())
+    reasons = []
+    if not network:
+        reasons.append("unshare(CLONE_NEWNET) not permitted here: samples have network")
+    if mounts_problem:
+        reasons.append(
+            f"no private mounts ({mounts_problem}): samples share /tmp, /run and /dev/shm with the machine"
+        )
+    return Isolation(True, network, "; ".join(reasons), not mounts_problem)
 
 
 def _read_capped(path: Path) -> tuple[str, int]:
@@ -238,10 +249,15 @@ class Sandbox:
         isolation = self.isolation
         uid = self.uid
         gid = BUILD_GID if build else RUN_GID
+        libc = _libc()
+        plan = sandbox_mounts.mount_plan(limits.tmpfs_bytes) if isolation.private_mounts else None
+        directory = str(self.directory)
 
         def child_setup() -> None:  # runs in the child between fork and exec
             if isolation.network_namespace:
-                _libc().unshare(CLONE_NEWNET)
+                libc.unshare(CLONE_NEWNET)
+            if plan is not None:
+                sandbox_mounts.enter_private_mounts(libc, plan, directory, limits.memory_bytes)
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
             resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_bytes, limits.memory_bytes))
@@ -297,7 +313,8 @@ class Sandbox:
     def close(self) -> None:
         if self.isolation.switch_user:
             kill_uid(self.uid)
-            _remove_owned(self.uid)
+            if not self.isolation.private_mounts:  # else its temp files died with its namespace
+                _remove_owned(self.uid)
         shutil.rmtree(self.directory, ignore_errors=True)
         if self.directory.exists():  # e.g. a read-only subdirectory: make writable, retry
             for root, dirs, _ in os.walk(self.directory):

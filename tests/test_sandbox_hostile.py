@@ -10,7 +10,14 @@ harness's isolation.
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +36,7 @@ TASKS, _ = load_tasks(["python", "cpp", "java", "javascript", "go", "rust"])
 @pytest.fixture(scope="module")
 def isolation() -> Isolation:
     found = probe_isolation()
-    assert found.switch_user and found.network_namespace, found.reason
+    assert found.switch_user and found.network_namespace and found.private_mounts, found.reason
     return found
 
 
@@ -147,3 +154,121 @@ def test_printing_a_guessed_end_line_is_not_a_pass(isolation: Isolation) -> None
     """The token is fresh per run: a line that looked like one does not pass."""
     body = "    import os\n    print('\\n' + '0' * 32, flush=True)\n    os._exit(0)\n"
     assert run(isolation, "Python/0", body) == ("failed", EARLY_EXIT_REASON)
+
+
+# ---- 2. files outside the sample's directory; 3. Unix sockets on disk ----------------------
+
+
+@pytest.fixture(scope="module")
+def world_writable_dirs() -> Iterator[list[str]]:
+    """Every directory anyone may write on this machine, plus two of our own: one under /tmp
+    (what a cleanup of the top of /tmp missed) and one on disk outside every temp place."""
+    found = subprocess.run(
+        ["find", "/", "/dev/shm", "-xdev", "-type", "d", "-perm", "-0002"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    nested = tempfile.mkdtemp(prefix="codeglm-test-ww-", dir="/tmp")
+    on_disk = tempfile.mkdtemp(prefix="codeglm-test-ww-", dir="/var/cache")  # not a temp place
+    for path in (nested, on_disk):
+        os.chmod(path, 0o1777)
+    yield sorted({*found, nested, on_disk, "/run/lock"})
+    for path in (nested, on_disk):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def leftovers(dirs: list[str], marker: str) -> list[str]:
+    return [os.path.join(d, marker) for d in dirs if os.path.lexists(os.path.join(d, marker))]
+
+
+def test_files_written_anywhere_die_with_the_run(
+    isolation: Isolation, world_writable_dirs: list[str]
+) -> None:
+    marker = f"codeglm-leftover-{secrets.token_hex(4)}"
+    # The program writes a file (and a detached child keeps writing) in every world-writable
+    # place; it must succeed at least in its private /tmp, /var/tmp and /dev/shm, or this
+    # test would prove nothing.
+    body = (
+        "    import os\n"
+        f"    dirs = {world_writable_dirs!r}\n"
+        "    written = []\n"
+        "    for d in dirs:\n"
+        "        try:\n"
+        f"            with open(os.path.join(d, {marker!r}), 'w') as f:\n"
+        "                f.write('x')\n"
+        "            written.append(d)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    assert {'/tmp', '/var/tmp', '/dev/shm'} <= set(written), written\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        import time\n"
+        "        while True:\n"
+        "            for d in written:\n"
+        "                try:\n"
+        f"                    open(os.path.join(d, {marker!r} + '-late'), 'w').close()\n"
+        "                except OSError:\n"
+        "                    pass\n"
+        "            time.sleep(0.01)\n" + TASKS["Python/0"].canonical_solution
+    )
+    assert run(isolation, "Python/0", body) == ("passed", "")
+    assert leftovers(world_writable_dirs, marker) == []
+    assert leftovers(world_writable_dirs, marker + "-late") == []
+
+
+def test_a_world_writable_directory_check_would_see_a_file(world_writable_dirs: list[str]) -> None:
+    """The check above can fail: a file written from outside the sandbox is found."""
+    marker = f"codeglm-control-{secrets.token_hex(4)}"
+    nested = next(d for d in world_writable_dirs if d.startswith("/tmp/codeglm-test-ww-"))
+    Path(nested, marker).write_text("x")
+    assert leftovers(world_writable_dirs, marker) == [os.path.join(nested, marker)]
+    os.unlink(os.path.join(nested, marker))
+
+
+def test_unix_socket_on_disk_is_unreachable(isolation: Isolation) -> None:
+    path = f"/tmp/codeglm-test-{secrets.token_hex(4)}.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    os.chmod(path, 0o777)
+    server.listen(8)
+    server.setblocking(False)
+    try:
+        body = (
+            "    import socket\n"
+            "    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+            f"    s.connect({path!r})\n"
+            "    s.sendall(b'escaped')\n" + TASKS["Python/0"].canonical_solution
+        )
+        status, reason = run(isolation, "Python/0", body)
+        try:
+            connection, _ = server.accept()
+            connection.close()
+            reached = True
+        except BlockingIOError:
+            reached = False
+    finally:
+        server.close()
+        os.unlink(path)
+    assert status == "runtime_error", reason
+    assert "FileNotFoundError" in reason or "ConnectionRefusedError" in reason, reason
+    assert not reached, "the sample connected to a socket of the machine"
+
+
+def test_unix_socket_check_would_see_a_connection() -> None:
+    """The check above can fail: an unsandboxed client does land in the backlog."""
+    path = f"/tmp/codeglm-test-{secrets.token_hex(4)}.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(8)
+    try:
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(path)
+        client.sendall(b"hi")
+        connection, _ = server.accept()
+        assert connection.recv(2) == b"hi"
+        connection.close()
+        client.close()
+    finally:
+        server.close()
+        os.unlink(path)
