@@ -132,6 +132,7 @@ def _short(text: str) -> str:
     return out[:REASON_CHARS]
 
 
+MEMORY_LIMIT_REASON = "memory limit exceeded (memory held by its processes, shared memory included); killed"
 EARLY_EXIT_REASON = "exited before the checks finished (status 0 without the end-of-checks line)"
 
 
@@ -151,12 +152,16 @@ def classify(
         if step.returncode != 0:
             if step.output_limit_hit:
                 return "compile_error", "compiler output or binary exceeded the file size limit"
+            if step.memory_limit_hit:
+                return "compile_error", f"compiler: {MEMORY_LIMIT_REASON}"
             return "compile_error", _short(step.stderr + "\n" + step.stdout) or f"compiler exited {step.returncode}"
     assert run is not None
     if run.returncode is None:
         return "sandbox_error", _short(run.stderr)
     if run.timed_out:
         return "timeout", f"no result within {timeout:g} s (wall clock); process tree killed"
+    if run.memory_limit_hit:
+        return "runtime_error", MEMORY_LIMIT_REASON
     if run.output_limit_hit:
         return "runtime_error", "output limit exceeded (RLIMIT_FSIZE); killed"
     if run.returncode == 0:

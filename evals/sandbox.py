@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evals import sandbox_mounts
+from evals.memory_watch import MemoryWatch, tree_pids, uid_pids
 
 CLONE_NEWNET = 0x40000000
 # Unprivileged ids for sandboxes: far above ordinary users; slot i runs as UID_BASE + i.
@@ -56,7 +57,9 @@ OUTPUT_KEEP_BYTES = 4096
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-step limits. ``memory_bytes`` is RLIMIT_DATA; ``output_bytes`` is RLIMIT_FSIZE."""
+    """Per-step limits. ``memory_bytes`` is RLIMIT_DATA (address space a program may make
+    writable: the JVM needs more than it uses); ``resident_bytes`` is what its processes may
+    really hold, shared memory included; ``output_bytes`` is RLIMIT_FSIZE."""
 
     wall_seconds: float = 10.0
     cpu_seconds: int = 10
@@ -65,6 +68,7 @@ class Limits:
     output_bytes: int = 16 << 20
     open_files: int = 1024
     tmpfs_bytes: int = 64 << 20  # each private tmpfs (/tmp, /var/tmp, /dev/shm, /run, /dev/mqueue)
+    resident_bytes: int = 1 << 30  # memory the processes hold, shared included (evals.memory_watch)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class StepResult:
     stdout: str
     stderr: str
     output_limit_hit: bool
+    memory_limit_hit: bool = False
 
     @property
     def signal_name(self) -> str | None:
@@ -257,7 +262,7 @@ class Sandbox:
             if isolation.network_namespace:
                 libc.unshare(CLONE_NEWNET)
             if plan is not None:
-                sandbox_mounts.enter_private_mounts(libc, plan, directory, limits.memory_bytes)
+                sandbox_mounts.enter_private_mounts(libc, plan, directory, limits.resident_bytes)
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
             resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_bytes, limits.memory_bytes))
@@ -288,18 +293,22 @@ class Sandbox:
                 )
             except OSError as exc:
                 return StepResult(tuple(argv), None, False, 0.0, "", f"cannot start {argv[0]}: {exc}", False)
-            try:
-                returncode: int | None = process.wait(timeout=limits.wall_seconds)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                self._kill(process.pid)
-                returncode = process.wait()
+            # The sample's uid names all its processes, daemons included; without root, its tree.
+            root = process.pid
+            pids = (lambda: uid_pids(uid)) if isolation.switch_user else (lambda: tree_pids(root))
+            with MemoryWatch(limits.resident_bytes, pids, lambda: self._kill(root)) as watch:
+                try:
+                    returncode: int | None = process.wait(timeout=limits.wall_seconds)
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+                    self._kill(process.pid)
+                    returncode = process.wait()
         self._kill(process.pid)
         wall = time.monotonic() - started
         stdout, out_size = _read_capped(out_path)
         stderr, err_size = _read_capped(err_path)
         hit = returncode == -signal.SIGXFSZ or max(out_size, err_size) >= limits.output_bytes
-        return StepResult(tuple(argv), returncode, timed_out, wall, stdout, stderr, hit)
+        return StepResult(tuple(argv), returncode, timed_out, wall, stdout, stderr, hit, watch.exceeded)
 
     def _kill(self, pgid: int) -> None:
         try:

@@ -56,7 +56,7 @@ class Toolchain:
     tools: tuple[str, ...]
 
 
-BUILD_LIMITS = Limits(wall_seconds=90.0, cpu_seconds=120, memory_bytes=2 * GiB, max_processes=512, output_bytes=256 * MiB)
+BUILD_LIMITS = Limits(wall_seconds=90.0, cpu_seconds=120, memory_bytes=2 * GiB, max_processes=512, output_bytes=256 * MiB, resident_bytes=2 * GiB)
 RUN_LIMITS = Limits(wall_seconds=10.0, cpu_seconds=10, memory_bytes=1 * GiB, max_processes=64, output_bytes=16 * MiB)
 
 
@@ -209,7 +209,7 @@ def toolchain(language: str) -> Toolchain:
         run = ("java", "-Xmx512m", "-Xss8m", *JAVA_FLAGS, "-cp", ".", "CodeglmEnd")
         # The JVM commits more than its heap (metaspace, code cache, GC): a larger DATA limit.
         run_limits = Limits(10.0, 10, 3 * GiB, 128, 16 * MiB)
-        build_limits = Limits(90.0, 120, 3 * GiB, 512, 256 * MiB)
+        build_limits = Limits(90.0, 120, 3 * GiB, 512, 256 * MiB, resident_bytes=2 * GiB)
         return Toolchain("java", "Main.java", build, run, (), build_limits, run_limits, ("javac", "java"))
     if language == "javascript":
         env = (("NODE_PATH", str(cache_root / "node" / "node_modules")),)

@@ -9,6 +9,7 @@ harness's isolation.
 
 from __future__ import annotations
 
+import mmap
 import os
 import secrets
 import shutil
@@ -22,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from evals.dataset import load_tasks
-from evals.execute import EARLY_EXIT_REASON, run_program
+from evals.execute import EARLY_EXIT_REASON, MEMORY_LIMIT_REASON, run_program
+from evals.memory_watch import measure
 from evals.sandbox import UID_BASE, Isolation, acquire_slot, probe_isolation
 from evals.toolchains import check_toolchain
 
@@ -272,3 +274,102 @@ def test_unix_socket_check_would_see_a_connection() -> None:
     finally:
         server.close()
         os.unlink(path)
+
+
+# ---- 4. memory past the limit, shared memory included ------------------------------------
+
+TOUCH = "    def touch(m):\n        for i in range(0, len(m), 4096):\n            m[i] = 1\n"
+
+
+def test_shared_anonymous_mapping_over_the_limit_is_killed(isolation: Isolation) -> None:
+    body = "    import mmap\n" + TOUCH + "    m = mmap.mmap(-1, 2 << 30, mmap.MAP_SHARED)\n    touch(m)\n"
+    assert run(isolation, "Python/0", body) == ("runtime_error", MEMORY_LIMIT_REASON)
+
+
+def test_mapped_memfds_over_the_limit_are_killed(isolation: Isolation) -> None:
+    # Each memfd stays under RLIMIT_FSIZE (16 MiB); together they are 1.6 GiB.
+    body = (
+        "    import mmap, os\n" + TOUCH + "    keep = []\n"
+        "    for i in range(100):\n"
+        "        fd = os.memfd_create(f'm{i}')\n"
+        "        os.ftruncate(fd, 16 << 20)\n"
+        "        m = mmap.mmap(fd, 16 << 20, mmap.MAP_SHARED)\n"
+        "        touch(m)\n"
+        "        keep.append(m)\n"
+    )
+    assert run(isolation, "Python/0", body) == ("runtime_error", MEMORY_LIMIT_REASON)
+
+
+def test_unmapped_memfds_over_the_limit_are_killed(isolation: Isolation) -> None:
+    body = (
+        "    import os\n    chunk = b'x' * (15 << 20)\n    keep = []\n"
+        "    for i in range(120):\n"
+        "        fd = os.memfd_create(f'm{i}')\n"
+        "        os.write(fd, chunk)\n"
+        "        keep.append(fd)\n"
+    )
+    assert run(isolation, "Python/0", body) == ("runtime_error", MEMORY_LIMIT_REASON)
+
+
+def test_shared_memory_spread_over_many_processes_is_killed(isolation: Isolation) -> None:
+    body = (
+        "    import mmap, os, time\n" + TOUCH + "    for _ in range(20):\n"
+        "        if os.fork() == 0:\n"
+        "            m = mmap.mmap(-1, 100 << 20, mmap.MAP_SHARED)\n"
+        "            touch(m)\n"
+        "            time.sleep(600)\n"
+        "    time.sleep(600)\n"
+    )
+    assert run(isolation, "Python/0", body) == ("runtime_error", MEMORY_LIMIT_REASON)
+
+
+def test_dev_shm_files_are_bounded(isolation: Isolation) -> None:
+    # Files of 15 MiB (under RLIMIT_FSIZE), 2 GiB in all: the private tmpfs is full first.
+    body = (
+        "    chunk = b'x' * (15 << 20)\n"
+        "    for i in range(140):\n"
+        "        with open(f'/dev/shm/big{i}', 'wb') as f:\n"
+        "            f.write(chunk)\n"
+    )
+    status, reason = run(isolation, "Python/0", body)
+    assert status == "runtime_error" and "No space left on device" in reason, reason
+
+
+def test_shared_mapping_over_the_limit_is_killed_cpp(isolation: Isolation) -> None:
+    body = (
+        "    return false;\n}\n#include <sys/mman.h>\n#include <cstring>\n"
+        "static int hostile = [] {\n"
+        "    size_t n = 2UL << 30;\n"
+        "    char* p = (char*)mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);\n"
+        "    memset(p, 1, n);\n"
+        "    return (int)p[n - 1];\n"
+        "}();\n"
+    )
+    assert run(isolation, "CPP/0", body) == ("runtime_error", MEMORY_LIMIT_REASON)
+
+
+def test_shared_memory_under_the_limit_passes(isolation: Isolation) -> None:
+    """The control: 400 MiB of shared memory is allowed, and the checks then pass."""
+    body = (
+        "    import mmap\n"
+        + TOUCH
+        + "    m = mmap.mmap(-1, 400 << 20, mmap.MAP_SHARED)\n    touch(m)\n"
+        + TASKS["Python/0"].canonical_solution
+    )
+    assert run(isolation, "Python/0", body) == ("passed", "")
+
+
+def test_measure_counts_memfds_once_mapped_or_not() -> None:
+    fd = os.memfd_create("codeglm-test")
+    try:
+        before = measure([os.getpid()])
+        os.write(fd, b"x" * (64 << 20))
+        held = measure([os.getpid()])
+        assert held.unmapped_memfd - before.unmapped_memfd >= 64 << 20
+        with mmap.mmap(fd, 64 << 20, mmap.MAP_SHARED) as mapping:
+            mapping[::4096] = b"y" * (16 << 10)
+            mapped = measure([os.getpid()])
+            assert mapped.unmapped_memfd == before.unmapped_memfd  # now in Pss, not twice
+            assert mapped.pss - held.pss >= 60 << 20
+    finally:
+        os.close(fd)
