@@ -373,3 +373,34 @@ def test_measure_counts_memfds_once_mapped_or_not() -> None:
             assert mapped.pss - held.pss >= 60 << 20
     finally:
         os.close(fd)
+
+
+# ---- processes that outlive the run, fork bombs -------------------------------------------
+
+
+def test_double_forked_daemon_is_killed_python(isolation: Isolation) -> None:
+    body = (
+        "    import os, time\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(600)\n"
+        "        os._exit(0)\n" + TASKS["Python/0"].canonical_solution
+    )
+    assert run(isolation, "Python/0", body) == ("passed", "")  # run() checks nothing of the uid is left
+
+
+def test_detached_child_process_is_killed_js(isolation: Isolation) -> None:
+    body = (
+        "  require('child_process').spawn('sleep', ['600'], {detached: true, stdio: 'ignore'}).unref()\n"
+        + TASKS["JavaScript/0"].canonical_solution
+    )
+    assert run(isolation, "JavaScript/0", body) == ("passed", "")
+
+
+def test_fork_bomb_is_contained_cpp(isolation: Isolation) -> None:
+    body = "    return false;\n}\n#include <unistd.h>\nstatic int hostile = [] { for (;;) fork(); return 0; }();\n"
+    started = time.monotonic()
+    status, reason = run(isolation, "CPP/0", body, timeout=3.0)
+    assert status in ("timeout", "runtime_error"), reason
+    assert time.monotonic() - started < 30
