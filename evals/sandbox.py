@@ -9,19 +9,24 @@ What a sandbox guarantees when the harness runs as root on Linux (the supported 
   be changed; ``RLIMIT_NPROC`` then bounds its processes and threads (fork bombs);
 * a fresh network namespace per step (``unshare(CLONE_NEWNET)``): no interface but a
   downed loopback, so no connection anywhere, 127.0.0.1 included;
+* a private mount and IPC namespace per step (``evals.sandbox_mounts``): the machine
+  read-only, fresh size-bounded tmpfs over /tmp, /var/tmp, /dev/shm, /run, /dev/mqueue
+  (what it writes there dies with the step; others' files and Unix sockets there are
+  hidden), its own directory bound back writable;
 * limits per step: wall clock (the whole process group, then every process of the uid,
   is SIGKILLed), ``RLIMIT_CPU``, ``RLIMIT_DATA`` (heap and writable mappings: a 4 GB
   allocation is refused, while the JVM's, Go's and V8's large address-space
-  reservations still work), ``RLIMIT_FSIZE`` (caps stdout/stderr, which go to files,
-  and every file written), ``RLIMIT_CORE`` = 0;
-* nothing left behind: after each step every process of the uid is killed, and at
-  close its directory and anything it owns at the top of /tmp, /var/tmp and /dev/shm
-  are removed.
+  reservations still work), the memory its processes really hold, shared mappings and
+  memfds included (``evals.memory_watch``, ``Limits.resident_bytes``), ``RLIMIT_FSIZE``
+  (caps stdout/stderr, which go to files, and every file written), ``RLIMIT_CORE`` = 0;
+* nothing left running: after each step every process of the uid is killed.
 
-Not guaranteed: reading world-readable files, using world-writable places other than
-the scanned ones while it runs, CPU contention (a fork bomb's processes compete for
-the cores until its wall-clock limit). Without root the sandbox degrades to the
-current user with the same rlimits and no network isolation (``Isolation.reason``).
+Not guaranteed: reading world-readable files, reaching a Unix socket others may write
+outside the covered places, CPU contention (a fork bomb's processes compete for the
+cores until its wall-clock limit). Where mount namespaces are refused, files the uid
+left at the top of /tmp, /var/tmp and /dev/shm are removed at close instead. Without
+root the sandbox degrades to the current user with the same rlimits, the memory watch
+over the process tree, no network isolation and no private mounts (``Isolation.reason``).
 
 The build step of a compiled language runs with ``build=True``: group ``BUILD_GID``
 and umask 002, so it can write the shared Go build cache (group-writable, setgid);

@@ -13,6 +13,7 @@ import mmap
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -24,7 +25,7 @@ import pytest
 
 from evals.dataset import load_tasks
 from evals.execute import EARLY_EXIT_REASON, MEMORY_LIMIT_REASON, run_program
-from evals.memory_watch import measure
+from evals.memory_watch import measure, tree_pids
 from evals.sandbox import UID_BASE, Isolation, acquire_slot, probe_isolation
 from evals.toolchains import check_toolchain
 
@@ -404,3 +405,18 @@ def test_fork_bomb_is_contained_cpp(isolation: Isolation) -> None:
     status, reason = run(isolation, "CPP/0", body, timeout=3.0)
     assert status in ("timeout", "runtime_error"), reason
     assert time.monotonic() - started < 30
+
+
+def test_tree_pids_finds_descendants() -> None:
+    """Without a uid of its own (not root), the watch goes by the process tree."""
+    child = subprocess.Popen(["sh", "-c", "sleep 30 & wait"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        while len(tree_pids(child.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        found = tree_pids(os.getpid())
+        assert child.pid in found and len(tree_pids(child.pid)) == 2
+        assert measure(tree_pids(child.pid)).pss > 0
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
