@@ -420,3 +420,22 @@ def test_tree_pids_finds_descendants() -> None:
     finally:
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
+
+
+def sysv_segments_of(uid: int) -> list[str]:
+    with open("/proc/sysvipc/shm") as handle:
+        rows = [line.split() for line in handle.readlines()[1:]]
+    return [row[1] for row in rows if len(row) > 7 and row[7] == str(uid)]
+
+
+def test_system_v_shared_memory_is_bounded_and_private(isolation: Isolation) -> None:
+    # A 64 MiB segment left behind (created, never removed) and one over the limit refused.
+    body = (
+        "    import ctypes\n"
+        "    libc = ctypes.CDLL(None, use_errno=True)\n"
+        "    libc.shmget.argtypes = [ctypes.c_int, ctypes.c_size_t, ctypes.c_int]\n"
+        "    assert libc.shmget(0, 64 << 20, 0o1600) >= 0, ctypes.get_errno()\n"
+        "    assert libc.shmget(0, 2 << 30, 0o1600) == -1\n" + TASKS["Python/0"].canonical_solution
+    )
+    assert run(isolation, "Python/0", body) == ("passed", "")
+    assert sysv_segments_of(UID) == []
