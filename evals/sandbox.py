@@ -296,7 +296,7 @@ class Sandbox:
                     preexec_fn=child_setup,
                     close_fds=True,
                 )
-            except OSError as exc:
+            except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: child_setup failed
                 return StepResult(tuple(argv), None, False, 0.0, "", f"cannot start {argv[0]}: {exc}", False)
             # The sample's uid names all its processes, daemons included; without root, its tree.
             root = process.pid

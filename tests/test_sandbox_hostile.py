@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from evals import sandbox_mounts
 from evals.dataset import load_tasks
 from evals.execute import EARLY_EXIT_REASON, MEMORY_LIMIT_REASON, run_program
 from evals.memory_watch import measure, tree_pids
@@ -439,3 +440,14 @@ def test_system_v_shared_memory_is_bounded_and_private(isolation: Isolation) -> 
     )
     assert run(isolation, "Python/0", body) == ("passed", "")
     assert sysv_segments_of(UID) == []
+
+
+def test_a_failed_isolation_step_is_a_sandbox_error_not_an_unisolated_run(
+    isolation: Isolation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object) -> None:
+        raise OSError(1, "mount refused")
+
+    monkeypatch.setattr(sandbox_mounts, "enter_private_mounts", refuse)
+    status, reason = run(isolation, "Python/0", TASKS["Python/0"].canonical_solution)
+    assert status == "sandbox_error" and "cannot start" in reason, reason
