@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,29 @@ def uid_processes(uid: int) -> list[str]:
             return alive
 
 
+@cache
+def machine_world_writable_dirs() -> tuple[str, ...]:
+    """Every directory anyone may write on this machine (found once: ``find`` over / takes seconds)."""
+    found = subprocess.run(
+        ["find", "/", "/dev/shm", "-xdev", "-type", "d", "-perm", "-0002"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    return tuple(sorted({*found, "/run/lock"}))
+
+
+def uid_files(uid: int) -> list[str]:
+    """Files of ``uid`` anywhere under the machine's world-writable directories."""
+    listed = subprocess.run(
+        ["find", *machine_world_writable_dirs(), "-xdev", "-user", str(uid)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return listed.stdout.split()
+
+
 def run(isolation: Isolation, task_id: str, body: str, timeout: float = 10.0) -> tuple[str, str]:
     language = TASKS[task_id].language
     problem = check_toolchain(language)
@@ -72,6 +96,7 @@ def run(isolation: Isolation, task_id: str, body: str, timeout: float = 10.0) ->
         pytest.fail(f"{language}: {problem}")
     outcome = run_program(TASKS[task_id], body, SLOT, isolation, timeout)
     assert uid_processes(UID) == [], f"processes of the sample outlived {task_id}"
+    assert uid_files(UID) == [], f"files of the sample outlived {task_id}"
     return outcome
 
 
@@ -167,17 +192,11 @@ def test_printing_a_guessed_end_line_is_not_a_pass(isolation: Isolation) -> None
 def world_writable_dirs() -> Iterator[list[str]]:
     """Every directory anyone may write on this machine, plus two of our own: one under /tmp
     (what a cleanup of the top of /tmp missed) and one on disk outside every temp place."""
-    found = subprocess.run(
-        ["find", "/", "/dev/shm", "-xdev", "-type", "d", "-perm", "-0002"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
     nested = tempfile.mkdtemp(prefix="codeglm-test-ww-", dir="/tmp")
     on_disk = tempfile.mkdtemp(prefix="codeglm-test-ww-", dir="/var/cache")  # not a temp place
     for path in (nested, on_disk):
         os.chmod(path, 0o1777)
-    yield sorted({*found, nested, on_disk, "/run/lock"})
+    yield sorted({*machine_world_writable_dirs(), nested, on_disk})
     for path in (nested, on_disk):
         shutil.rmtree(path, ignore_errors=True)
 
@@ -227,7 +246,11 @@ def test_a_world_writable_directory_check_would_see_a_file(world_writable_dirs: 
     nested = next(d for d in world_writable_dirs if d.startswith("/tmp/codeglm-test-ww-"))
     Path(nested, marker).write_text("x")
     assert leftovers(world_writable_dirs, marker) == [os.path.join(nested, marker)]
-    os.unlink(os.path.join(nested, marker))
+    os.chown(os.path.join(nested, marker), UID, -1)
+    try:
+        assert os.path.join(nested, marker) in uid_files(UID)  # the check every run() makes
+    finally:
+        os.unlink(os.path.join(nested, marker))
 
 
 def test_unix_socket_on_disk_is_unreachable(isolation: Isolation) -> None:
