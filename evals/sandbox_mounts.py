@@ -4,8 +4,10 @@ Cleaning up after a program cannot find everything it may leave in places others
 write (a subdirectory of /tmp, /run/lock), and a Unix socket on disk is reachable from
 any network namespace. So each step instead gets, in its own mount namespace:
 
-* every mount of the machine remounted read-only (``/proc``, ``/sys`` and ``/dev`` kept as
-  they are): no world-writable directory anywhere on disk takes a file;
+* every mount of the machine remounted read-only and ``nosuid`` (``/proc``, ``/sys`` and
+  ``/dev`` kept as they are): no world-writable directory anywhere on disk takes a file,
+  and no setuid program (``mount``, ``passwd``...) runs as another user, which would also
+  put it out of reach of the kill by uid;
 * a fresh tmpfs, ``size=`` bounded, over each place meant for anyone's temporary files or
   sockets (``PRIVATE_DIRS``: /tmp, /var/tmp, /dev/shm, /run, /dev/mqueue): what the
   program writes there lives in memory only the namespace sees, and is gone when its last
@@ -116,7 +118,9 @@ def enter_private_mounts(libc: ctypes.CDLL, plan: MountPlan, directory: str, mem
     own = os.open(directory, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for point, flags in plan.readonly:
-            done = mount(None, point.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY | flags, None)
+            done = mount(
+                None, point.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | flags, None
+            )
             if done != 0 and point == "/":  # other mounts: the uid's permissions still hold there
                 _check(done, "remount / read-only")
         options = f"size={plan.tmpfs_bytes},nr_inodes=16384"

@@ -474,3 +474,14 @@ def test_a_failed_isolation_step_is_a_sandbox_error_not_an_unisolated_run(
     monkeypatch.setattr(sandbox_mounts, "enter_private_mounts", refuse)
     status, reason = run(isolation, "Python/0", TASKS["Python/0"].canonical_solution)
     assert status == "sandbox_error" and "cannot start" in reason, reason
+
+
+def test_setuid_programs_do_not_change_the_uid(isolation: Isolation) -> None:
+    """Setuid programs exist on the machine (mount, passwd); in the sandbox every mount is
+    nosuid, so they would run as the sample's uid (and stay within the kill by uid)."""
+    body = (
+        "    import os\n"
+        "    for path in ('/', '/usr/bin', os.getcwd(), '/tmp', '/dev/shm'):\n"
+        "        assert os.statvfs(path).f_flag & os.ST_NOSUID, path\n" + TASKS["Python/0"].canonical_solution
+    )
+    assert run(isolation, "Python/0", body) == ("passed", "")
