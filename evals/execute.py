@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import os
 import re
+import secrets
 import signal
 import sys
 import threading
@@ -30,7 +31,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from codeglm.languages import HUMANEVAL_X, get_language
-from evals.assemble import assemble
+from evals.assemble import END_TOKEN_ENV, assemble
 from evals.dataset import DatasetError, Task, language_of_task
 from evals.sandbox import Isolation, Sandbox, StepResult, acquire_slot, probe_isolation, reclaim_slot
 from evals.toolchains import prepare_shared_caches, toolchain
@@ -148,8 +149,18 @@ def _short(text: str) -> str:
     return out[:REASON_CHARS]
 
 
-def classify(language: str, builds: list[StepResult], run: StepResult | None, timeout: float) -> tuple[str, str]:
-    """Status and a short, deterministic reason from what the steps did."""
+MEMORY_LIMIT_REASON = "memory limit exceeded (memory held by its processes, shared memory included); killed"
+EARLY_EXIT_REASON = "exited before the checks finished (status 0 without the end-of-checks line)"
+
+
+def classify(
+    language: str, builds: list[StepResult], run: StepResult | None, timeout: float, end_token: str | None = None
+) -> tuple[str, str]:
+    """Status and a short, deterministic reason from what the steps did.
+
+    ``end_token``: the line the program's epilogue prints after its last check; a run that
+    exits 0 without it left early (``os._exit(0)`` and the like) and has not passed.
+    """
     for step in builds:
         if step.timed_out:
             return "timeout", f"compilation did not finish in {step_limit(step):g} s"
@@ -158,15 +169,21 @@ def classify(language: str, builds: list[StepResult], run: StepResult | None, ti
         if step.returncode != 0:
             if step.output_limit_hit:
                 return "compile_error", "compiler output or binary exceeded the file size limit"
+            if step.memory_limit_hit:
+                return "compile_error", f"compiler: {MEMORY_LIMIT_REASON}"
             return "compile_error", _short(step.stderr + "\n" + step.stdout) or f"compiler exited {step.returncode}"
     assert run is not None
     if run.returncode is None:
         return "sandbox_error", _short(run.stderr)
     if run.timed_out:
         return "timeout", f"no result within {timeout:g} s (wall clock); process tree killed"
+    if run.memory_limit_hit:
+        return "runtime_error", MEMORY_LIMIT_REASON
     if run.output_limit_hit:
         return "runtime_error", "output limit exceeded (RLIMIT_FSIZE); killed"
     if run.returncode == 0:
+        if end_token is not None and end_token not in run.stdout.splitlines():
+            return "failed", EARLY_EXIT_REASON
         return "passed", ""
     signal_name = run.signal_name
     if signal_name == "SIGXCPU":
@@ -202,8 +219,11 @@ def run_program(
             builds.append(step)
             if not step.ok:
                 return classify(task.language, builds, None, timeout)
-        run = box.run(list(chain.run), run_limits, env)
-        return classify(task.language, builds, run, timeout)
+        # A fresh token per run, given to the run step only: the build cannot bake it in.
+        end_token = secrets.token_hex(16) if program.prints_end_token else None
+        run_env = {**env, END_TOKEN_ENV: end_token or ""}
+        run = box.run(list(chain.run), run_limits, run_env)
+        return classify(task.language, builds, run, timeout, end_token)
 
 
 # ---- the worker pool ---------------------------------------------------------------------

@@ -9,19 +9,24 @@ What a sandbox guarantees when the harness runs as root on Linux (the supported 
   be changed; ``RLIMIT_NPROC`` then bounds its processes and threads (fork bombs);
 * a fresh network namespace per step (``unshare(CLONE_NEWNET)``): no interface but a
   downed loopback, so no connection anywhere, 127.0.0.1 included;
+* a private mount and IPC namespace per step (``evals.sandbox_mounts``): the machine
+  read-only, fresh size-bounded tmpfs over /tmp, /var/tmp, /dev/shm, /run, /dev/mqueue
+  (what it writes there dies with the step; others' files and Unix sockets there are
+  hidden), its own directory bound back writable;
 * limits per step: wall clock (the whole process group, then every process of the uid,
   is SIGKILLed), ``RLIMIT_CPU``, ``RLIMIT_DATA`` (heap and writable mappings: a 4 GB
   allocation is refused, while the JVM's, Go's and V8's large address-space
-  reservations still work), ``RLIMIT_FSIZE`` (caps stdout/stderr, which go to files,
-  and every file written), ``RLIMIT_CORE`` = 0;
-* nothing left behind: after each step every process of the uid is killed, and at
-  close its directory and anything it owns at the top of /tmp, /var/tmp and /dev/shm
-  are removed.
+  reservations still work), the memory its processes really hold, shared mappings and
+  memfds included (``evals.memory_watch``, ``Limits.resident_bytes``), ``RLIMIT_FSIZE``
+  (caps stdout/stderr, which go to files, and every file written), ``RLIMIT_CORE`` = 0;
+* nothing left running: after each step every process of the uid is killed.
 
-Not guaranteed: reading world-readable files, using world-writable places other than
-the scanned ones while it runs, CPU contention (a fork bomb's processes compete for
-the cores until its wall-clock limit). Without root the sandbox degrades to the
-current user with the same rlimits and no network isolation (``Isolation.reason``).
+Not guaranteed: reading world-readable files, reaching a Unix socket others may write
+outside the covered places, CPU contention (a fork bomb's processes compete for the
+cores until its wall-clock limit). Where mount namespaces are refused, files the uid
+left at the top of /tmp, /var/tmp and /dev/shm are removed at close instead. Without
+root the sandbox degrades to the current user with the same rlimits, the memory watch
+over the process tree, no network isolation and no private mounts (``Isolation.reason``).
 
 The build step of a compiled language runs with ``build=True``: group ``BUILD_GID``
 and umask 002, so it can write the shared Go build cache (group-writable, setgid);
@@ -43,6 +48,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from evals import sandbox_mounts
+from evals.memory_watch import MemoryWatch, tree_pids, uid_pids
+
 CLONE_NEWNET = 0x40000000
 # Unprivileged ids for sandboxes: far above ordinary users; slot i runs as UID_BASE + i.
 UID_BASE = int(os.environ.get("CODEGLM_SANDBOX_UID_BASE", "3000000"))
@@ -54,7 +62,9 @@ OUTPUT_KEEP_BYTES = 4096
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-step limits. ``memory_bytes`` is RLIMIT_DATA; ``output_bytes`` is RLIMIT_FSIZE."""
+    """Per-step limits. ``memory_bytes`` is RLIMIT_DATA (address space a program may make
+    writable: the JVM needs more than it uses); ``resident_bytes`` is what its processes may
+    really hold, shared memory included; ``output_bytes`` is RLIMIT_FSIZE."""
 
     wall_seconds: float = 10.0
     cpu_seconds: int = 10
@@ -62,6 +72,8 @@ class Limits:
     max_processes: int = 256
     output_bytes: int = 16 << 20
     open_files: int = 1024
+    tmpfs_bytes: int = 64 << 20  # each private tmpfs (/tmp, /var/tmp, /dev/shm, /run, /dev/mqueue)
+    resident_bytes: int = 1 << 30  # memory the processes hold, shared included (evals.memory_watch)
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class StepResult:
     stdout: str
     stderr: str
     output_limit_hit: bool
+    memory_limit_hit: bool = False
 
     @property
     def signal_name(self) -> str | None:
@@ -92,11 +105,12 @@ class StepResult:
 
 @dataclass(frozen=True)
 class Isolation:
-    """What this process can enforce: ids switching (root) and network namespaces."""
+    """What this process can enforce: ids switching (root), network namespaces, private mounts."""
 
     switch_user: bool
     network_namespace: bool
     reason: str = ""
+    private_mounts: bool = False
 
 
 _HELD_SLOTS: dict[int, int] = {}
@@ -162,9 +176,16 @@ def probe_isolation() -> Isolation:
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        return Isolation(True, False, "unshare(CLONE_NEWNET) not permitted here: samples have network")
-    return Isolation(True, True)
+    network = os.waitstatus_to_exitcode(status) == 0
+    mounts_problem = sandbox_mounts.probe(_libc())
+    reasons = []
+    if not network:
+        reasons.append("unshare(CLONE_NEWNET) not permitted here: samples have network")
+    if mounts_problem:
+        reasons.append(
+            f"no private mounts ({mounts_problem}): samples share /tmp, /run and /dev/shm with the machine"
+        )
+    return Isolation(True, network, "; ".join(reasons), not mounts_problem)
 
 
 def _read_capped(path: Path) -> tuple[str, int]:
@@ -260,10 +281,15 @@ class Sandbox:
         isolation = self.isolation
         uid = self.uid
         gid = BUILD_GID if build else RUN_GID
+        libc = _libc()
+        plan = sandbox_mounts.mount_plan(limits.tmpfs_bytes) if isolation.private_mounts else None
+        directory = str(self.directory)
 
         def child_setup() -> None:  # runs in the child between fork and exec
             if isolation.network_namespace:
-                _libc().unshare(CLONE_NEWNET)
+                libc.unshare(CLONE_NEWNET)
+            if plan is not None:
+                sandbox_mounts.enter_private_mounts(libc, plan, directory, limits.resident_bytes)
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
             resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_bytes, limits.memory_bytes))
@@ -292,20 +318,24 @@ class Sandbox:
                     preexec_fn=child_setup,
                     close_fds=True,
                 )
-            except OSError as exc:
+            except (OSError, subprocess.SubprocessError) as exc:  # SubprocessError: child_setup failed
                 return StepResult(tuple(argv), None, False, 0.0, "", f"cannot start {argv[0]}: {exc}", False)
-            try:
-                returncode: int | None = process.wait(timeout=limits.wall_seconds)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                self._kill(process.pid)
-                returncode = process.wait()
+            # The sample's uid names all its processes, daemons included; without root, its tree.
+            root = process.pid
+            pids = (lambda: uid_pids(uid)) if isolation.switch_user else (lambda: tree_pids(root))
+            with MemoryWatch(limits.resident_bytes, pids, lambda: self._kill(root)) as watch:
+                try:
+                    returncode: int | None = process.wait(timeout=limits.wall_seconds)
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+                    self._kill(process.pid)
+                    returncode = process.wait()
         self._kill(process.pid)
         wall = time.monotonic() - started
         stdout, out_size = _read_capped(out_path)
         stderr, err_size = _read_capped(err_path)
         hit = returncode == -signal.SIGXFSZ or max(out_size, err_size) >= limits.output_bytes
-        return StepResult(tuple(argv), returncode, timed_out, wall, stdout, stderr, hit)
+        return StepResult(tuple(argv), returncode, timed_out, wall, stdout, stderr, hit, watch.exceeded)
 
     def _kill(self, pgid: int) -> None:
         try:
@@ -319,7 +349,8 @@ class Sandbox:
     def close(self) -> None:
         if self.isolation.switch_user:
             kill_uid(self.uid)
-            _remove_owned(self.uid)
+            if not self.isolation.private_mounts:  # else its temp files died with its namespace
+                _remove_owned(self.uid)
         shutil.rmtree(self.directory, ignore_errors=True)
         if self.directory.exists():  # e.g. a read-only subdirectory: make writable, retry
             for root, dirs, _ in os.walk(self.directory):

@@ -56,7 +56,7 @@ class Toolchain:
     tools: tuple[str, ...]
 
 
-BUILD_LIMITS = Limits(wall_seconds=90.0, cpu_seconds=120, memory_bytes=2 * GiB, max_processes=512, output_bytes=256 * MiB)
+BUILD_LIMITS = Limits(wall_seconds=90.0, cpu_seconds=120, memory_bytes=2 * GiB, max_processes=512, output_bytes=256 * MiB, resident_bytes=2 * GiB)
 RUN_LIMITS = Limits(wall_seconds=10.0, cpu_seconds=10, memory_bytes=1 * GiB, max_processes=64, output_bytes=16 * MiB)
 
 
@@ -205,10 +205,11 @@ def toolchain(language: str) -> Toolchain:
         archive = javac_class_archive()
         cds = (f"-J-XX:SharedArchiveFile={archive}",) if archive else ()
         build = (("javac", "-J-Xmx512m", *(f"-J{f}" for f in JAVA_FLAGS), *cds, "-proc:none", "-nowarn", "-d", ".", "Main.java"),)
-        run = ("java", "-Xmx512m", "-Xss8m", *JAVA_FLAGS, "-cp", ".", "Main")
+        # CodeglmEnd (evals/assemble.py) runs Main.main, then prints the end-of-checks line.
+        run = ("java", "-Xmx512m", "-Xss8m", *JAVA_FLAGS, "-cp", ".", "CodeglmEnd")
         # The JVM commits more than its heap (metaspace, code cache, GC): a larger DATA limit.
         run_limits = Limits(10.0, 10, 3 * GiB, 128, 16 * MiB)
-        build_limits = Limits(90.0, 120, 3 * GiB, 512, 256 * MiB)
+        build_limits = Limits(90.0, 120, 3 * GiB, 512, 256 * MiB, resident_bytes=2 * GiB)
         return Toolchain("java", "Main.java", build, run, (), build_limits, run_limits, ("javac", "java"))
     if language == "javascript":
         env = (("NODE_PATH", str(cache_root / "node" / "node_modules")),)
@@ -225,7 +226,8 @@ def toolchain(language: str) -> Toolchain:
         # -C prefer-dynamic: link libstd as a shared library, 40% less CPU per program.
         build = ((RUSTC, "--edition", "2021", "--test", "-A", "warnings", "-C", "prefer-dynamic", "prog.rs", "-o", "prog", *_rust_externs()),)
         env = (("LD_LIBRARY_PATH", _rust_std_dir()),)
-        return Toolchain("rust", "prog.rs", build, ("./prog",), env, BUILD_LIMITS, RUN_LIMITS, (RUSTC,))
+        # One test at a time, in name order: the end-of-checks test (evals/assemble.py) runs last.
+        return Toolchain("rust", "prog.rs", build, ("./prog", "--test-threads=1"), env, BUILD_LIMITS, RUN_LIMITS, (RUSTC,))
     raise ToolchainError(f"no toolchain for language {language!r}")
 
 

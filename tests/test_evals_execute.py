@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,18 @@ def test_go_program_drops_prompt_imports_and_has_a_main() -> None:
     source = assemble(task, task.canonical_solution).source
     assert source.count('"math"') == 1 and "func main()" in source
     assert '{"TestTruncateNumber", TestTruncateNumber}' in source
+
+
+def test_every_dataset_program_prints_the_end_of_checks_line() -> None:
+    """Each language's assembled program carries the epilogue; an unusual C++ test shape
+    (no single ``int main()`` ending the test) is assembled as is and says so."""
+    tasks, _ = load_tasks(LANGUAGES)
+    assert all(assemble(t, t.canonical_solution).prints_end_token for t in tasks.values())
+    cpp = tasks["CPP/0"]
+    source = assemble(cpp, cpp.canonical_solution).source
+    assert "int codeglm_checks()" in source and source.count("int main()") == 1
+    odd = replace(cpp, test="int main(int argc, char** argv) { return 0; }\n")
+    assert not assemble(odd, cpp.canonical_solution).prints_end_token
 
 
 # ---- samples files --------------------------------------------------------------------------
