@@ -186,11 +186,13 @@ def test_one_token_steps_through_the_fused_kernels_equal_transformers(family: tu
         expected = reference(torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1 : -1]
     assert_close(torch.cat(steps), expected)
     # Per block and one-token step: q/k/v with its norm, the output with the residual, the
-    # MLP's first layer with its norm and activation, its second with the residual.
+    # MLP's first layer with its norm and activation, its second with the residual; and
+    # the logits with the final norm, of each step and of the prompt's last position.
     steps_taken = len(tokens) - 1
     activation = ACTIVATION_CODES["swiglu" if model.spec.mlp == "swiglu" else "gelu_tanh"]
-    assert calls.count((True, 0, False)) == calls.count((False, 0, True)) // 2 == model.spec.num_layers * steps_taken
+    assert calls.count((False, 0, True)) == 2 * model.spec.num_layers * steps_taken
     assert calls.count((True, activation, False)) == model.spec.num_layers * steps_taken
+    assert calls.count((True, 0, False)) == model.spec.num_layers * steps_taken + len(tokens)
 
 
 def test_padded_batch_and_n_samples_equal_single_runs(family: tuple[Path, Any]) -> None:

@@ -186,8 +186,10 @@ class Decoder(nn.Module):
         mask: torch.Tensor | None,
         is_causal: bool,
         cache: Any,
+        final_norm: bool = True,
     ) -> torch.Tensor:
-        """Hidden states (B, T, h) of ``input_ids`` (B, T) at ``positions`` (B or 1, T)."""
+        """Hidden states (B, T, h) of ``input_ids`` (B, T) at ``positions`` (B or 1, T),
+        after the final norm unless ``final_norm`` is False (``logits`` can take it)."""
         x = F.embedding(input_ids, self.embed.weight)  # (B, T, h)
         rotary = None
         if self.position_embed is not None:
@@ -196,10 +198,12 @@ class Decoder(nn.Module):
             rotary = rotary_cos_sin(positions, self.spec.head_dim, self.spec.rope_theta, x.dtype)
         for block in self.blocks:
             x = block(x, rotary, mask, is_causal, cache)
-        return apply_norm(self.norm, x)
+        return apply_norm(self.norm, x) if final_norm else x
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head.forward(hidden)
+    def logits(self, hidden: torch.Tensor, norm: bool = False) -> torch.Tensor:
+        """Logits of ``hidden`` (.., h), first through the final norm if ``norm`` (one
+        kernel call with the product where an inference layer takes both)."""
+        return linear_step(self.lm_head, hidden, norm=self.norm if norm else None)
 
     def prefill(self, input_ids: torch.Tensor, cache: Any) -> torch.Tensor:
         """Logits (B, V) of the last of ``input_ids`` (B, T), unpadded, after what ``cache`` holds."""
@@ -211,13 +215,13 @@ class Decoder(nn.Module):
         # Without cached positions SDPA's own causal mask is right; after them it would
         # align the new tokens with the first keys, so the mask is spelled out.
         mask = causal_mask(past, T, input_ids.device) if past and T > 1 else None
-        hidden = self.forward(input_ids, positions, mask, past == 0 and T > 1, cache)
-        return self.logits(hidden[:, -1])
+        hidden = self.forward(input_ids, positions, mask, past == 0 and T > 1, cache, final_norm=False)
+        return self.logits(hidden[:, -1], norm=True)
 
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None, cache: Any) -> torch.Tensor:
         """Logits (B, V) of one new token per row, (B, 1), at ``positions`` (B or 1, 1),
         after the cache's keys and values (all, or those ``mask`` (B, 1, 1, S) marks True)."""
-        return self.logits(self.forward(tokens, positions, mask, False, cache)[:, -1])
+        return self.logits(self.forward(tokens, positions, mask, False, cache, final_norm=False)[:, -1], norm=True)
 
 
 __all__ = ["Decoder", "DecoderSpec"]
