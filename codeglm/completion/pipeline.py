@@ -18,10 +18,11 @@ from codeglm.backends.base import (
     GenerationRequest,
     SamplingParams,
 )
-from codeglm.completion.context import SourceDocument, extract_context
+from codeglm.completion.context import Snippet, SourceDocument, extract_context
 from codeglm.completion.parse_cache import ContextCache
-from codeglm.completion.postprocess import make_finished_callback, postprocess
+from codeglm.completion.postprocess import Dropped, make_finished_callback, postprocess_explained
 from codeglm.completion.prompts import build_prompt
+from codeglm.completion.repo_context import WorkspaceContext
 from codeglm.completion.site import completion_site
 from codeglm.languages import Language, UnsupportedLanguageError, get_language, language_for_path
 
@@ -30,6 +31,7 @@ __all__ = [
     "CompletionResult",
     "ContextCache",
     "OpenDocument",
+    "WorkspaceContext",
     "complete",
 ]
 
@@ -75,7 +77,10 @@ class CompletionResult:
     The insertion replaces the cursor's line from ``character`` to
     ``replace_end_character`` (equal to ``character`` when it only inserts; larger when
     the completion re-supplies characters the editor auto-closed, e.g. ``}``).
-    Line endings follow the document's.
+    Line endings follow the document's. ``text`` is empty when post-processing dropped
+    everything the model wrote; ``dropped`` says why. ``prompt`` (and ``prompt_suffix``
+    with fill-in-the-middle) is exactly what the model was sent, ``snippets`` the context
+    in it, most relevant first.
     """
 
     text: str
@@ -88,6 +93,10 @@ class CompletionResult:
     finish_reason: str
     raw_text: str
     latency_ms: float
+    prompt: str = ""
+    prompt_suffix: str | None = None
+    snippets: tuple[Snippet, ...] = ()
+    dropped: str | None = None
 
 
 def _language_of(language_id: str, path: str | None) -> Language:
@@ -116,8 +125,11 @@ def complete(
     backend: Backend,
     cancel: CancelToken | None = None,
     cache: ContextCache | None = None,
+    workspace: WorkspaceContext | None = None,
 ) -> CompletionResult | None:
-    """The completion at the request's cursor, or None when there is nothing useful to show.
+    """The completion at the request's cursor (its ``text`` empty and ``dropped`` saying why
+    when nothing useful is left), or None when the request was cancelled. ``workspace``:
+    the index of the workspace's files and the recent edits to draw context from.
 
     Raises ``UnsupportedLanguageError`` for a language outside the table and
     ``BackendError`` when the backend fails; a cancelled request returns None.
@@ -134,7 +146,9 @@ def complete(
         # Without a key the text may be a window of the document: keep it out of the cache.
         cacheable=request.document_key is not None,
     )
-    context = extract_context(document, request.line, request.character, _open_documents(request), cache)
+    context = extract_context(
+        document, request.line, request.character, _open_documents(request), cache, workspace
+    )
     site = completion_site(language, context.prefix, context.suffix, request.multiline)
     prompt = build_prompt(
         context,
@@ -143,13 +157,14 @@ def complete(
         request.max_new_tokens,
         fim=backend.supports_fim,
     )
+    watch = make_finished_callback(site)
     generation = GenerationRequest(
         prompt=prompt.text,
         params=SamplingParams(
             max_new_tokens=request.max_new_tokens, temperature=request.temperature, top_p=request.top_p
         ),
         suffix=prompt.suffix,
-        finished=make_finished_callback(site),
+        finished=watch,
     )
     if cancel is not None and cancel.cancelled:
         return None
@@ -159,19 +174,26 @@ def complete(
         return None
     if completion.finish_reason == "cancelled":
         return None
-    processed = postprocess(site, completion.text, truncated=completion.finish_reason == "length")
-    if processed is None:
-        return None
+    processed = postprocess_explained(
+        site, completion.text, truncated=completion.finish_reason == "length", stopped_by=watch.stopped_by
+    )
+    dropped = processed.reason if isinstance(processed, Dropped) else None
+    text = "" if isinstance(processed, Dropped) else processed.text.replace("\n", line_ending)
+    replace = 0 if isinstance(processed, Dropped) else processed.replace_suffix_chars
     return CompletionResult(
-        text=processed.text.replace("\n", line_ending),
-        multiline=processed.multiline,
+        text=text,
+        multiline=site.multiline,
         prompt_tokens=prompt.tokens,
         generated_tokens=completion.generated_tokens,
         line=request.line,
         character=len(site.line_prefix),
-        replace_end_character=len(site.line_prefix) + processed.replace_suffix_chars,
+        replace_end_character=len(site.line_prefix) + replace,
         finish_reason=completion.finish_reason,
         raw_text=completion.text,
         latency_ms=(time.perf_counter() - started) * 1000.0,
+        prompt=prompt.text,
+        prompt_suffix=prompt.suffix,
+        snippets=prompt.snippets,
+        dropped=dropped,
     )
 

@@ -13,7 +13,9 @@ goes into ``GenerationRequest.suffix``; the backend lays out its own FIM tokens.
 
 Everything is counted with the backend's tokenizer and must fit in
 ``context_length - max_new_tokens``: the least relevant snippets are dropped first,
-then the prefix is trimmed from the top at a line boundary. Token counts of pieces do
+then the prefix is trimmed from the top at a line boundary. A prefix too long to fit
+whole does not push every snippet out: the most relevant snippets keep up to
+``SNIPPET_SHARE`` of the budget and the prefix is trimmed to the rest. Token counts of pieces do
 not add up exactly under BPE, so every decision is checked on the assembled text.
 """
 
@@ -28,6 +30,9 @@ TokenCounter = Callable[[str], int]
 
 # With FIM, the suffix may take at most this share of the budget.
 FIM_SUFFIX_SHARE = 0.25
+# When the prefix alone does not fit, context snippets may take up to this share of the
+# budget (the prefix is trimmed from the top to the rest).
+SNIPPET_SHARE = 0.5
 
 
 class PromptBudgetError(ValueError):
@@ -54,6 +59,8 @@ def snippet_comment(context: CompletionContext, snippet: Snippet) -> str:
     """A snippet rendered as comments in the document's language."""
     if snippet.kind == "imports":
         title = "Imports of this file:"
+    elif snippet.kind == "region":
+        title = f"Recently edited in {snippet.path}:"
     elif snippet.kind == "scope":
         title = "Inside:"
     elif snippet.path is not None and snippet.path != context.path:
@@ -166,8 +173,11 @@ def build_prompt(
     k = _smallest_fitting(
         list(range(len(candidates), -1, -1)), lambda n: asm.cost(with_snippets(n)) <= budget
     )
+    shared = None if k is not None else _shared_layout(asm, base, candidates, budget)
     if k is not None:
         layout = with_snippets(k)
+    elif shared is not None:
+        layout = shared
     else:
         # 2. No snippets; trim the prefix from the top at a line boundary.
         starts = _line_starts(prefix)
@@ -195,6 +205,28 @@ def build_prompt(
         snippets=layout.snippets,
         prefix_start=layout.prefix_start,
     )
+
+
+def _shared_layout(
+    asm: _Assembler, base: _Layout, candidates: Sequence[Snippet], budget: int
+) -> _Layout | None:
+    """The most relevant snippets within ``SNIPPET_SHARE`` of the budget and as much of the
+    prefix (whole lines from the cursor up) as fits beside them; None if no snippet fits."""
+    share = int(budget * SNIPPET_SHARE)
+    used, k = 0, 0
+    for snippet in candidates:
+        used += asm.count(asm.rendered[snippet])
+        if used > share:
+            break
+        k += 1
+    if k == 0:
+        return None
+    snippets = tuple(candidates[:k])
+    start = _smallest_fitting(
+        _line_starts(asm.context.prefix),
+        lambda s: asm.cost(_Layout(base.tag, base.path, snippets, s, base.suffix_end)) <= budget,
+    )
+    return None if start is None else _Layout(base.tag, base.path, snippets, start, base.suffix_end)
 
 
 def _character_fallback(asm: _Assembler, base: _Layout, budget: int, last_line: int) -> _Layout:
