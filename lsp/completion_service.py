@@ -19,10 +19,11 @@ from codeglm.completion.pipeline import (
     CompletionResult,
     ContextCache,
     OpenDocument,
+    WorkspaceContext,
     complete,
 )
 from codeglm.languages import UnsupportedLanguageError, get_language, language_for_path
-from lsp.model_holder import DISABLED, ERROR, GENERATING, ModelHolder
+from lsp.model_holder import DISABLED, ERROR, GENERATING, READY, ModelHolder
 from lsp.positions import index_to_utf16, line_at, utf16_to_index
 from lsp.requests import AnswerCache, LatestRequests
 from lsp.settings import Settings
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 # (level, message): level is "error", "warning" or "info"
 MessageSink = Callable[[str, str], None]
 StatusSink = Callable[[str, str], None]
+# The repository context for a completion, asked on the completion's thread (None: none).
+WorkspaceSource = Callable[[], WorkspaceContext | None]
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,11 @@ class CompletionService:
         self._warned_languages: set[str] = set()
         self._last_error: str | None = None
         self._error_load_state: object = None
+        self.workspace: WorkspaceSource = lambda: None
+        # The last completion's result (prompt, snippets, why nothing was shown), for
+        # ``codeglm.showLastPrompt``, and the path it was for.
+        self.last_result: CompletionResult | None = None
+        self.last_path: str | None = None
 
     # --- status -------------------------------------------------------------------
 
@@ -117,6 +125,10 @@ class CompletionService:
             status = (ERROR, self._last_error)
         else:
             status = (self.holder.state.state, self.holder.state.message)
+            dropped = self.last_result.dropped if self.last_result is not None else None
+            if dropped and status[0] == READY:
+                # The silent no-show explained: the status item says why nothing appeared.
+                status = (READY, f"{status[1]}; last completion not shown: {dropped}")
         if status != self._last_status:
             self._last_status = status
             self._on_status(*status)
@@ -204,7 +216,7 @@ class CompletionService:
         self._active += 1
         self.report_status()
         try:
-            result = await asyncio.to_thread(complete, request, backend, token, self.contexts)
+            result = await asyncio.to_thread(self._complete, request, backend, token)
         except BackendError as exc:
             self._note_error(f"completion failed: {exc}")
             return None
@@ -216,10 +228,15 @@ class CompletionService:
             return None
         else:
             self._last_error = None
+            if result is not None:
+                self.last_result, self.last_path = result, request.path
         finally:
             self._active -= 1
             self.report_status()
         return result
+
+    def _complete(self, request: CompletionRequest, backend: Backend, token: CancelToken) -> CompletionResult | None:
+        return complete(request, backend, token, self.contexts, self.workspace())
 
     def _answer(self, result: CompletionResult, text: str, line: int) -> CompletionAnswer:
         # The result's line is the (possibly windowed) request's; the cursor's line is the same.

@@ -22,7 +22,7 @@ from pygls.workspace import TextDocument
 from codeglm.backends import last_generation
 from codeglm.backends.base import CancelToken
 from codeglm.completion.pipeline import OpenDocument
-from lsp import commands
+from lsp import commands, repository
 from lsp.commands import CommandError, TranslateCommand
 from lsp.completion_service import CompletionAnswer, CompletionService, DocumentSnapshot, resolve_language_id
 from lsp.model_holder import ERROR, LoadState, ModelHolder, load_backend
@@ -82,6 +82,8 @@ class CodeglmServer(LanguageServer):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.holder = ModelHolder(load_backend, self._on_load_state)
         self.completions = CompletionService(settings, self.holder, self.send_status, self.show_message)
+        self.repository = repository.RepositoryService()
+        self.completions.workspace = self.repository.context
 
     # --- messages to the client (safe to call from any thread) ---------------------
 
@@ -177,6 +179,7 @@ def create_server(settings: Settings) -> CodeglmServer:
     @server.feature(types.INITIALIZED)
     def initialized(ls: CodeglmServer, params: types.InitializedParams) -> None:
         ls.completions.report_status()
+        ls.repository.task = asyncio.ensure_future(repository.start_index(ls))
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(ls: CodeglmServer, params: types.DidChangeConfigurationParams) -> None:
@@ -225,6 +228,8 @@ def create_server(settings: Settings) -> CodeglmServer:
         )
         # Incomplete: typing on must ask again, the completion depends on every character.
         return types.CompletionList(is_incomplete=True, items=[item])
+
+    repository.register(server)
 
     @server.feature(STATS_REQUEST)
     def stats(ls: CodeglmServer, params: Any) -> dict[str, Any]:

@@ -33,6 +33,8 @@ class Settings(BaseModel):
     ``context_lines``: lines kept on each side of the cursor before the prompt builder
     (which budgets tokens on its own) sees the document; None keeps the whole document.
     ``load_wait_ms``: how long a completion asked for while the model loads waits for it.
+    ``index_workspace``: index the workspace's source files at start (definitions from files
+    that are not open reach the prompt); ``max_indexed_files`` bounds that index.
     """
 
     # strict: no "3" for 3 or true for 1 (a float field still takes a whole number);
@@ -51,6 +53,8 @@ class Settings(BaseModel):
     context_lines: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     load_wait_ms: Annotated[int, Field(ge=0, le=60_000)] = 1500
     cache_size: Annotated[int, Field(ge=0, le=10_000)] = 64
+    index_workspace: bool = True
+    max_indexed_files: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
 
     @field_validator("backend", mode="before")
     @classmethod

@@ -13,9 +13,9 @@ goes into ``GenerationRequest.suffix``; the backend lays out its own FIM tokens.
 
 Everything is counted with the backend's tokenizer and must fit in
 ``context_length - max_new_tokens``: the least relevant snippets are dropped first,
-then the prefix is trimmed from the top at a line boundary. A prefix too long to fit
-whole does not push every snippet out: the most relevant snippets keep up to
-``SNIPPET_SHARE`` of the budget and the prefix is trimmed to the rest. Token counts of pieces do
+then the prefix is trimmed from the top at a line boundary. A long prefix does not
+push the snippets out: the most relevant snippets keep up to ``SNIPPET_SHARE`` of the
+budget, the prefix is trimmed to the rest (the lines nearest the cursor stay). Token counts of pieces do
 not add up exactly under BPE, so every decision is checked on the assembled text.
 """
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from codeglm.completion.context import CompletionContext, Snippet
 
@@ -75,7 +76,12 @@ def _normalized(text: str) -> str:
 
 
 def _already_in(snippet: Snippet, prefix: str) -> bool:
-    return _normalized(snippet.text) in _normalized(prefix)
+    return _normalized(snippet.text) in _normalized_cached(prefix)
+
+
+@lru_cache(maxsize=4)
+def _normalized_cached(text: str) -> str:
+    return _normalized(text)
 
 
 @dataclass(frozen=True)
@@ -173,11 +179,12 @@ def build_prompt(
     k = _smallest_fitting(
         list(range(len(candidates), -1, -1)), lambda n: asm.cost(with_snippets(n)) <= budget
     )
-    shared = None if k is not None else _shared_layout(asm, base, candidates, budget)
-    if k is not None:
-        layout = with_snippets(k)
-    elif shared is not None:
+    # 1b. More snippets than that fit within their share of the budget: trim the prefix for them.
+    shared = None if k == len(candidates) else _shared_layout(asm, base, candidates, budget, k or 0)
+    if shared is not None:
         layout = shared
+    elif k is not None:
+        layout = with_snippets(k)
     else:
         # 2. No snippets; trim the prefix from the top at a line boundary.
         starts = _line_starts(prefix)
@@ -208,10 +215,11 @@ def build_prompt(
 
 
 def _shared_layout(
-    asm: _Assembler, base: _Layout, candidates: Sequence[Snippet], budget: int
+    asm: _Assembler, base: _Layout, candidates: Sequence[Snippet], budget: int, fitting: int
 ) -> _Layout | None:
     """The most relevant snippets within ``SNIPPET_SHARE`` of the budget and as much of the
-    prefix (whole lines from the cursor up) as fits beside them; None if no snippet fits."""
+    prefix (whole lines from the cursor up) as fits beside them; None unless that is more
+    snippets than the ``fitting`` ones that fit beside the whole prefix."""
     share = int(budget * SNIPPET_SHARE)
     used, k = 0, 0
     for snippet in candidates:
@@ -219,7 +227,7 @@ def _shared_layout(
         if used > share:
             break
         k += 1
-    if k == 0:
+    if k <= fitting:
         return None
     snippets = tuple(candidates[:k])
     start = _smallest_fitting(

@@ -99,9 +99,12 @@ def repo_snippets(
     if importer is not None:
         imported = imported_files(language, index, importer, import_statements, source_text)
         snippets += _definitions(index, "import", IMPORT_BAND, names, imported, taken)
+        # A name the imports resolved is not looked for again next door.
+        resolved = {s.name for s in snippets}
         directory = importer.rpartition("/")[0]
         siblings = [p for p in index.files_in(directory) if p != importer and _language_of(index, p) == language.id]
-        snippets += _definitions(index, "directory", DIRECTORY_BAND, names, siblings, taken)
+        unresolved = [(n, d) for n, d in names if n not in resolved]
+        snippets += _definitions(index, "directory", DIRECTORY_BAND, unresolved, siblings, taken)
     snippets = snippets[:MAX_REPO_SNIPPETS]
     recent = [r for r in workspace.recent if r.path != importer][:MAX_RECENT]
     for i, region in enumerate(recent):

@@ -225,6 +225,9 @@ class WorkspaceIndex:
         absolute = Path(path)
         if not absolute.is_absolute():
             return PurePosixPath(str(path).replace(os.sep, "/")).as_posix()
+        text, root = str(absolute), str(self.root)
+        if text.startswith(root + os.sep) and ".." not in absolute.parts:
+            return text[len(root) + 1 :].replace(os.sep, "/")  # the common case, without touching the disk
         try:
             return absolute.resolve().relative_to(self.root).as_posix()
         except ValueError:
