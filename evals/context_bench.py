@@ -6,8 +6,9 @@ standard library's sources and the Rust crates Debian ships. A case is a call si
 ``name(`` in one file of a project where ``name`` is defined in another file of the same
 project (and not in the cursor's file); the cursor stands right after the ``(`` with the
 rest of that line removed, as while typing, and only the cursor's file is open. The
-project is indexed once (warm); each case then builds the context and the prompt within
-the token budget. A case counts as recalled when the signature (the header's first line)
+project is indexed once (warm) and the cursor's file parsed as it was before the call was
+typed (as the editor had it open); each case then builds the context (an incremental parse
+of the edit) and the prompt within the token budget. A case counts as recalled when the signature (the header's first line)
 of one of ``name``'s definitions is in the prompt.
 
 Reports ``cases``, ``recall``, ``recall_by_language``, ``prompt_tokens_p50``,
@@ -98,7 +99,8 @@ class Case:
     language: str
     project: Path
     path: Path
-    text: str
+    original: str  # the file as it is on disk (open in the editor before the call was typed)
+    text: str  # the file with the call typed: the cursor's line ends at "name("
     line: int
     character: int
     name: str
@@ -174,6 +176,7 @@ def cases_of(project: Project, index: WorkspaceIndex, limit: int) -> list[Case]:
                     language=project.language,
                     project=project.root,
                     path=project.root / relative,
+                    original=text,
                     text=typed.decode("utf-8", errors="replace"),
                     line=source.count(b"\n", 0, cursor_byte),
                     character=len(source[line_start:cursor_byte].decode("utf-8", errors="replace")),
@@ -191,9 +194,12 @@ def cases_of(project: Project, index: WorkspaceIndex, limit: int) -> list[Case]:
 
 def run_case(case: Case, index: WorkspaceIndex, count_tokens, budget: int) -> Outcome:
     language = get_language(case.language)
-    document = SourceDocument(str(case.path), language, case.text)
+    # Warm as in the editor: the file was parsed when opened, the typed call is an edit.
+    cache = ContextCache()
+    cache.document(str(case.path), language, case.original, 1)
+    document = SourceDocument(str(case.path), language, case.text, version=2)
     started, started_cpu = time.perf_counter(), time.thread_time()
-    context = extract_context(document, case.line, case.character, (), ContextCache(), WorkspaceContext(index))
+    context = extract_context(document, case.line, case.character, (), cache, WorkspaceContext(index))
     prompt = build_prompt(context, count_tokens, budget + MAX_NEW_TOKENS, MAX_NEW_TOKENS)
     build_ms = (time.perf_counter() - started) * 1000.0
     build_cpu_ms = (time.thread_time() - started_cpu) * 1000.0

@@ -21,6 +21,7 @@ not add up exactly under BPE, so every decision is checked on the assembled text
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -34,6 +35,10 @@ FIM_SUFFIX_SHARE = 0.25
 # When the prefix alone does not fit, context snippets may take up to this share of the
 # budget (the prefix is trimmed from the top to the rest).
 SNIPPET_SHARE = 0.5
+# A prefix longer than this many characters per token of the budget is taken not to fit
+# whole (code averages 3 to 4): it is never counted whole, which on a long file costs more
+# than everything else a prompt takes.
+MAX_CHARS_PER_TOKEN = 8
 
 
 class PromptBudgetError(ValueError):
@@ -99,6 +104,7 @@ class _Assembler:
         self.count = count
         self.fim = fim
         self.rendered = {s: snippet_comment(context, s) for s in context.snippets()}
+        self.costs: dict[_Layout, int] = {}
 
     def text(self, layout: _Layout) -> str:
         language = self.context.language
@@ -115,8 +121,11 @@ class _Assembler:
         return self.context.suffix[: layout.suffix_end] if self.fim else None
 
     def cost(self, layout: _Layout) -> int:
-        suffix = self.suffix(layout)
-        return self.count(self.text(layout)) + (self.count(suffix) if suffix else 0)
+        known = self.costs.get(layout)
+        if known is None:
+            suffix = self.suffix(layout)
+            known = self.costs[layout] = self.count(self.text(layout)) + (self.count(suffix) if suffix else 0)
+        return known
 
 
 def _line_starts(text: str) -> list[int]:
@@ -139,6 +148,53 @@ def _smallest_fitting(candidates: Sequence[int], fits: Callable[[int], bool]) ->
         else:
             lo = mid + 1
     return candidates[lo] if lo < len(candidates) else None
+
+
+def _longest_prefix_start(prefix: str, cost: Callable[[int], int], budget: int) -> int | None:
+    """The first line start of ``prefix`` from which the prompt costs at most ``budget``
+    (``cost`` of a start: monotone, a later start keeps less), or None when not even the
+    cursor's line fits.
+
+    Galloping from the cursor (each try keeps about twice the text of the last that fitted),
+    then interpolation between the last fit and the first miss, alternating with bisection:
+    the texts counted stay near the size of the answer, and few, however long the file.
+    """
+    starts = _line_starts(prefix)
+    good = len(starts) - 1
+    good_cost = cost(starts[good])
+    if good_cost > budget:
+        return None
+    while good > 0:
+        kept = len(prefix) - starts[good]
+        index = min(bisect.bisect_left(starts, len(prefix) - max(2 * kept, 256)), good - 1)
+        index_cost = cost(starts[index])
+        if index_cost > budget:
+            return starts[_narrow(prefix, starts, cost, budget, (index, index_cost), (good, good_cost))]
+        good, good_cost = index, index_cost
+    return starts[0]
+
+
+def _narrow(
+    prefix: str, starts: list[int], cost: Callable[[int], int], budget: int,
+    bad: tuple[int, int], good: tuple[int, int],
+) -> int:
+    """The smallest index in (bad, good] whose start fits, given (index, cost) of each end."""
+    (low, low_cost), (high, high_cost) = bad, good
+    interpolate = True
+    while high - low > 1:
+        middle = (low + high) // 2
+        if interpolate and low_cost > high_cost:
+            # Characters kept grow about linearly with tokens: aim where the budget runs out.
+            kept_high, kept_low = len(prefix) - starts[high], len(prefix) - starts[low]
+            aim = kept_high + (budget - high_cost) * (kept_low - kept_high) / (low_cost - high_cost)
+            middle = min(max(bisect.bisect_left(starts, len(prefix) - int(aim)), low + 1), high - 1)
+        interpolate = not interpolate
+        middle_cost = cost(starts[middle])
+        if middle_cost <= budget:
+            high, high_cost = middle, middle_cost
+        else:
+            low, low_cost = middle, middle_cost
+    return high
 
 
 def build_prompt(
@@ -176,7 +232,7 @@ def build_prompt(
         return _Layout(base.tag, base.path, candidates[:k], 0, base.suffix_end)
 
     # 1. As many snippets as fit with the whole prefix (least relevant dropped first).
-    k = _smallest_fitting(
+    k = None if len(prefix) > budget * MAX_CHARS_PER_TOKEN else _smallest_fitting(
         list(range(len(candidates), -1, -1)), lambda n: asm.cost(with_snippets(n)) <= budget
     )
     # 1b. More snippets than that fit within their share of the budget: trim the prefix for them.
@@ -187,13 +243,12 @@ def build_prompt(
         layout = with_snippets(k)
     else:
         # 2. No snippets; trim the prefix from the top at a line boundary.
-        starts = _line_starts(prefix)
-        start = _smallest_fitting(
-            starts, lambda s: asm.cost(_Layout(base.tag, base.path, (), s, base.suffix_end)) <= budget
+        start = _longest_prefix_start(
+            prefix, lambda s: asm.cost(_Layout(base.tag, base.path, (), s, base.suffix_end)), budget
         )
         if start is None:
             # 3. Even the cursor's line is too long: cut it by characters, then drop the header.
-            layout = _character_fallback(asm, base, budget, starts[-1] if starts else 0)
+            layout = _character_fallback(asm, base, budget, _line_starts(prefix)[-1])
         else:
             layout = _Layout(base.tag, base.path, (), start, base.suffix_end)
 
@@ -230,9 +285,8 @@ def _shared_layout(
     if k <= fitting:
         return None
     snippets = tuple(candidates[:k])
-    start = _smallest_fitting(
-        _line_starts(asm.context.prefix),
-        lambda s: asm.cost(_Layout(base.tag, base.path, snippets, s, base.suffix_end)) <= budget,
+    start = _longest_prefix_start(
+        asm.context.prefix, lambda s: asm.cost(_Layout(base.tag, base.path, snippets, s, base.suffix_end)), budget
     )
     return None if start is None else _Layout(base.tag, base.path, snippets, start, base.suffix_end)
 

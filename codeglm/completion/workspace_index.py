@@ -36,7 +36,8 @@ from codeglm.languages import get_language, language_for_path
 
 # Path suffixes of up to this many components are looked up directly (``a/b/c.py``).
 SUFFIX_COMPONENTS = 4
-DEFAULT_MAX_SYMBOL_CHARS = 64 * 1024 * 1024
+# About 11 bytes of memory per character of symbol text (measured on the Python standard library).
+DEFAULT_MAX_SYMBOL_CHARS = 16 * 1024 * 1024
 
 Progress = Callable[[int, int], None]  # (files done, files found)
 
