@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from codeglm.completion.context import SourceDocument, extract_context
+from codeglm.completion.context import SourceDocument, extract_context, imports_of
+from codeglm.completion.imports import imported_files
 from codeglm.completion.prompts import build_prompt
 from codeglm.completion.recent_edits import RecentEdits
 from codeglm.completion.repo_context import WorkspaceContext
@@ -306,3 +307,43 @@ def test_outside_the_workspace_only_recent_and_open_count(tmp_path) -> None:
     context = extract_context(SourceDocument(str(path), language_for_path(path), text), line, column,
                               workspace=WorkspaceContext(index))
     assert not [s for s in context.snippets() if s.source in ("import", "directory")]
+
+
+def test_import_rules(tmp_path) -> None:
+    files = {
+        "image/image.go": "package image\n",
+        "image/jpeg/scan.go": 'package jpeg\n\nimport (\n\t"fmt"\n\t"image"\n\t"image/color"\n)\n',
+        "image/color/color.go": "package color\n",
+        "crate/src/lib.rs": "mod float;\n",
+        "crate/src/float/mod.rs": "pub trait Float {}\n",
+        "crate/src/float/mul.rs": "use float::Float;\nuse super::{helpers::{a, b as c}, Float as F};\nuse std::fmt;\n",
+        "crate/src/float/helpers.rs": "pub fn a() {}\n",
+        "py/pkg/__init__.py": "",
+        "py/pkg/a/__init__.py": "",
+        "py/pkg/a/b.py": "from . import c\nfrom .. import top\nimport pkg.a.d as dd\n",
+        "py/pkg/a/c.py": "", "py/pkg/a/d.py": "", "py/pkg/top.py": "",
+        "java/src/org/x/util/Strings.java": "package org.x.util;\n", "java/src/org/x/util/Lists.java": "",
+        "java/src/org/x/Main.java": "import org.x.util.*;\nimport static org.x.util.Strings.join;\n",
+        "web/src/a.ts": "import b from './b';\nconst c = require('../lib/c.js');\nimport x from 'react';\n",
+        "web/src/b.tsx": "", "web/lib/c.js": "",
+        "c/src/main.c": '#include "util.h"\n#include <stdio.h>\n', "c/include/util.h": "", "c/include/util.c": "",
+    }
+    for relative, text in files.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(text)
+
+    def resolve(root: str, importer: str) -> list[str]:
+        index = WorkspaceIndex(tmp_path / root)
+        index.build()
+        language = language_for_path(importer)
+        source = (tmp_path / root / importer).read_text()
+        tree = language.parser().parse(source.encode())
+        return imported_files(language, index, importer, imports_of(tree, source.encode(), language), source)
+
+    assert resolve("image", "jpeg/scan.go") == ["image.go", "color/color.go"]  # the workspace is package image
+    assert resolve("crate", "src/float/mul.rs") == ["src/float/mod.rs", "src/float/helpers.rs"]  # 2015 paths too
+    assert resolve("py", "pkg/a/b.py") == ["pkg/a/__init__.py", "pkg/a/c.py", "pkg/__init__.py", "pkg/top.py",
+                                           "pkg/a/d.py"]
+    assert resolve("java", "src/org/x/Main.java") == ["src/org/x/util/Lists.java", "src/org/x/util/Strings.java"]
+    assert resolve("web", "src/a.ts") == ["src/b.tsx", "lib/c.js"]
+    assert resolve("c", "src/main.c") == ["include/util.h", "include/util.c"]

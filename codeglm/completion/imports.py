@@ -152,6 +152,9 @@ def _go(lookup: PathLookup, importer: str, statement: str, source: str) -> list[
     found: list[str] = []
     for path in re.findall(r'"([^"]+)"', statement):
         parts = path.split("/")
+        if parts[-1] == lookup.root_name:  # the workspace is the imported package itself
+            found.extend(f for f in lookup.files_in("") if f.endswith(".go"))
+            continue
         # The module path's leading components are not directories of the workspace:
         # the longest tail that names an indexed directory is the package.
         for start in range(len(parts)):
@@ -239,7 +242,10 @@ def _rust(lookup: PathLookup, importer: str, statement: str, source: str) -> lis
         elif head == "super":
             base = posixpath.dirname(module_dir)
         else:
-            continue  # another crate
+            # Another crate, or (Rust 2015) a module of this crate's root: found only if it is one.
+            base, rest = _rust_crate_root(lookup, importer), path
+            if not _existing(lookup, [posixpath.join(base, f"{head}.rs"), posixpath.join(base, head, "mod.rs")]):
+                continue
         while rest and rest[0] == "super":
             base, rest = posixpath.dirname(base), rest[1:]
         found.extend(_rust_modules(lookup, base, rest))
