@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from codeglm.backends.base import Backend, BackendError, CancelToken
 from codeglm.completion.pipeline import (
@@ -57,6 +57,8 @@ class CompletionAnswer:
     start_character: int
     end_character: int
     multiline: bool
+    # Other distinct completions at the same cursor (when more than one was asked for).
+    alternatives: tuple[CompletionAnswer, ...] = ()
 
 
 def resolve_language_id(language_id: str, path: str | None) -> str | None:
@@ -141,8 +143,10 @@ class CompletionService:
         line: int,
         utf16_character: int,
         others: tuple[OpenDocument, ...] = (),
+        candidates: int = 1,
     ) -> CompletionAnswer | None:
-        """The completion at an LSP position, or None (nothing useful, or not now).
+        """The completion at an LSP position, or None (nothing useful, or not now); with
+        ``candidates`` > 1, up to that many distinct ones (the others in ``alternatives``).
 
         A newer request for the same document cancels this one; cancelling the task
         awaiting this coroutine (``$/cancelRequest``) stops the running generation.
@@ -157,7 +161,7 @@ class CompletionService:
         key = (
             document.uri, document.version, document.text if document.version is None else None,
             line, utf16_character, settings.backend, settings.max_tokens, settings.temperature,
-            settings.top_p, settings.context_lines,
+            settings.top_p, settings.context_lines, candidates,
         )
         # Sampling with a temperature should give a fresh answer on each request.
         cacheable = settings.temperature == 0.0
@@ -172,7 +176,9 @@ class CompletionService:
                 backend = await asyncio.to_thread(self.holder.wait, settings.load_wait_ms / 1000.0)
             if backend is None or token.cancelled:
                 return None
-            request = self._request(document, language_id, line, utf16_character, others, settings)
+            request = replace(
+                self._request(document, language_id, line, utf16_character, others, settings), candidates=candidates
+            )
             result = await self._run(request, backend, token)
         except asyncio.CancelledError:
             token.cancel()  # $/cancelRequest: stop the generation on its thread too
@@ -247,6 +253,7 @@ class CompletionService:
             start_character=index_to_utf16(line_text, result.character),
             end_character=index_to_utf16(line_text, result.replace_end_character),
             multiline=result.multiline,
+            alternatives=tuple(self._answer(other, text, line) for other in result.alternatives),
         )
 
     def _note_error(self, message: str) -> None:

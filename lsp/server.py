@@ -199,12 +199,17 @@ def create_server(settings: Settings) -> CodeglmServer:
         ls: CodeglmServer, params: types.InlineCompletionParams
     ) -> types.InlineCompletionList:
         uri = params.text_document.uri
+        # Several candidates when the editor asks explicitly; one while typing.
+        invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
         answer = await ls.completions.complete(
-            ls.snapshot(uri), params.position.line, params.position.character, ls.other_documents(uri)
+            ls.snapshot(uri), params.position.line, params.position.character, ls.other_documents(uri),
+            candidates=ls.settings.candidates if invoked else 1,
         )
         if answer is None or not answer.text:
             return types.InlineCompletionList(items=[])
-        return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=answer.text, range=_range(answer))])
+        return types.InlineCompletionList(
+            items=[types.InlineCompletionItem(insert_text=a.text, range=_range(a)) for a in (answer, *answer.alternatives)]
+        )
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))
     async def completion(ls: CodeglmServer, params: types.CompletionParams) -> types.CompletionList:

@@ -54,6 +54,7 @@ class Settings(BaseModel):
     load_wait_ms: Annotated[int, Field(ge=0, le=60_000)] = 1500
     cache_size: Annotated[int, Field(ge=0, le=10_000)] = 64
     index_workspace: bool = True
+    candidates: Annotated[int, Field(ge=1, le=8)] = 3
     max_indexed_files: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
 
     @field_validator("backend", mode="before")

@@ -306,3 +306,37 @@ def test_cli_json_shows_prompt_snippets_and_why_nothing_was_shown(
     assert main(["complete", str(project / "app.py"), "--line", "2", "--col", "16", "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["text"] == "raw, True)" and payload["dropped"] is None
+
+
+class SeededOracle(OracleBackend):
+    """Writes a continuation chosen by the request's seed (None: greedy), as sampling would."""
+
+    def __init__(self, by_seed: dict[int | None, str]) -> None:
+        super().__init__(2048)
+        self.by_seed = by_seed
+        self.asked: list[tuple[int | None, float]] = []
+
+    def generate(self, request, cancel=None):
+        self.asked.append((request.params.seed, request.params.temperature))
+        self.continuation = self.by_seed[request.params.seed]
+        return super().generate(request, cancel)
+
+
+def test_several_candidates_are_distinct_after_post_processing() -> None:
+    text = "def area(r):\n    return \n"
+    backend = SeededOracle({None: "3.14 * r * r\n", 1: "3.14 * r * r\n\nprint(1)\n", 2: "r ** 2 * 3.14159\n",
+                            3: "))) junk\n"})
+    request = CompletionRequest(text, 1, 11, "python", max_new_tokens=32, candidates=4)
+    result = complete(request, backend)
+    assert result is not None and result.text == "3.14 * r * r"
+    # Seed 1 post-processes to the same text as the first; seed 3 is junk: neither is offered again.
+    assert [r.text for r in result.alternatives] == ["r ** 2 * 3.14159"]
+    assert backend.asked == [(None, 0.0), (1, 0.8), (2, 0.8), (3, 0.8)]
+    # One candidate (typing): one generation.
+    backend.asked.clear()
+    assert complete(CompletionRequest(text, 1, 11, "python"), backend).alternatives == ()
+    assert backend.asked == [(None, 0.0)]
+    # When the first is junk, a later one leads.
+    backend.by_seed[None] = "))) junk\n"
+    result = complete(request, backend)
+    assert result.text == "3.14 * r * r" and [r.text for r in result.alternatives] == ["r ** 2 * 3.14159"]

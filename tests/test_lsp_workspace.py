@@ -160,3 +160,26 @@ async def test_index_progress_watchers_and_last_prompt(session, project: Path) -
     await asyncio.sleep(0.3)
     shown = await last_prompt(client, project, 3)
     assert "def parse_order(raw" not in shown["prompt"]
+
+
+async def test_several_candidates_when_asked_explicitly(session, tmp_path: Path) -> None:
+    client, _, statuses = session
+    await wait_until(lambda: any(state == "ready" for state, _ in statuses))
+    path = tmp_path / "notes.py"
+    text = "def add(a, b):\n    # \n"
+    path.write_text(text)
+    uri = path.as_uri()
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
+
+    async def items(kind: types.InlineCompletionTriggerKind) -> list[str]:
+        result = await client.text_document_inline_completion_async(types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=1, character=6),
+            context=types.InlineCompletionContext(trigger_kind=kind)))
+        assert isinstance(result, types.InlineCompletionList)
+        return [item.insert_text for item in result.items]
+
+    typing = await items(types.InlineCompletionTriggerKind.Automatic)
+    asked = await items(types.InlineCompletionTriggerKind.Invoked)
+    assert len(typing) == 1  # words in a comment are valid: the random model's greedy text is shown
+    assert asked[0] == typing[0] and 2 <= len(asked) <= 3 and len(set(asked)) == len(asked)

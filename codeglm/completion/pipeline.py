@@ -9,7 +9,7 @@ their own: ``context.extract_context``, ``prompts.build_prompt``,
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from codeglm.backends.base import (
     Backend,
@@ -21,10 +21,13 @@ from codeglm.backends.base import (
 from codeglm.completion.context import Snippet, SourceDocument, extract_context
 from codeglm.completion.parse_cache import ContextCache
 from codeglm.completion.postprocess import Dropped, make_finished_callback, postprocess_explained
-from codeglm.completion.prompts import build_prompt
+from codeglm.completion.prompts import Prompt, build_prompt
 from codeglm.completion.repo_context import WorkspaceContext
-from codeglm.completion.site import completion_site
+from codeglm.completion.site import CompletionSite, completion_site
 from codeglm.languages import Language, UnsupportedLanguageError, get_language, language_for_path
+
+# Candidates after the first are sampled at least this hot, each with its own seed.
+CANDIDATE_TEMPERATURE = 0.8
 
 __all__ = [
     "CompletionRequest",
@@ -68,6 +71,8 @@ class CompletionRequest:
     multiline: bool | None = None
     version: int | None = None
     document_key: str | None = None
+    # Up to this many distinct completions: the first as asked, the others sampled.
+    candidates: int = 1
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,8 @@ class CompletionResult:
     prompt_suffix: str | None = None
     snippets: tuple[Snippet, ...] = ()
     dropped: str | None = None
+    # Other distinct completions (``CompletionRequest.candidates`` > 1), each with text.
+    alternatives: tuple[CompletionResult, ...] = ()
 
 
 def _language_of(language_id: str, path: str | None) -> Language:
@@ -129,7 +136,10 @@ def complete(
 ) -> CompletionResult | None:
     """The completion at the request's cursor (its ``text`` empty and ``dropped`` saying why
     when nothing useful is left), or None when the request was cancelled. ``workspace``:
-    the index of the workspace's files and the recent edits to draw context from.
+    the index of the workspace's files and the recent edits to draw context from. With
+    ``request.candidates`` > 1 the context and prompt are built once and the backend asked
+    that many times (the first as the request says, the others sampled with their own
+    seeds); distinct texts after post-processing become ``alternatives``.
 
     Raises ``UnsupportedLanguageError`` for a language outside the table and
     ``BackendError`` when the backend fails; a cancelled request returns None.
@@ -157,15 +167,39 @@ def complete(
         request.max_new_tokens,
         fim=backend.supports_fim,
     )
-    watch = make_finished_callback(site)
-    generation = GenerationRequest(
-        prompt=prompt.text,
-        params=SamplingParams(
+    results: list[CompletionResult] = []
+    for i in range(max(1, request.candidates)):
+        params = SamplingParams(
             max_new_tokens=request.max_new_tokens, temperature=request.temperature, top_p=request.top_p
-        ),
-        suffix=prompt.suffix,
-        finished=watch,
-    )
+        )
+        if i > 0:
+            params = SamplingParams(max_new_tokens=request.max_new_tokens, top_p=request.top_p,
+                                    temperature=max(request.temperature, CANDIDATE_TEMPERATURE), seed=i)
+        result = _generate(request, backend, cancel, site, prompt, params, line_ending, started)
+        if result is None:
+            return None  # cancelled
+        if all(result.text != r.text for r in results):
+            results.append(result)
+    shown = [r for r in results if r.text]
+    if not shown:
+        return results[0]  # nothing to show: the first says why
+    first, *others = shown
+    return replace(first, alternatives=tuple(others))
+
+
+def _generate(
+    request: CompletionRequest,
+    backend: Backend,
+    cancel: CancelToken | None,
+    site: CompletionSite,
+    prompt: Prompt,
+    params: SamplingParams,
+    line_ending: str,
+    started: float,
+) -> CompletionResult | None:
+    """One generation, post-processed; None when cancelled."""
+    watch = make_finished_callback(site)
+    generation = GenerationRequest(prompt=prompt.text, params=params, suffix=prompt.suffix, finished=watch)
     if cancel is not None and cancel.cancelled:
         return None
     try:
