@@ -164,9 +164,12 @@ def _longest_prefix_start(prefix: str, cost: Callable[[int], int], budget: int) 
     good_cost = cost(starts[good])
     if good_cost > budget:
         return None
+    # The first leap aims where the budget would run out at 3 characters a token (code
+    # averages 3 to 4): usually one more doubling or a short narrowing from the answer.
+    leap = max(256, (budget - good_cost) * 3)
     while good > 0:
         kept = len(prefix) - starts[good]
-        index = min(bisect.bisect_left(starts, len(prefix) - max(2 * kept, 256)), good - 1)
+        index = min(bisect.bisect_left(starts, len(prefix) - max(2 * kept, leap)), good - 1)
         index_cost = cost(starts[index])
         if index_cost > budget:
             return starts[_narrow(prefix, starts, cost, budget, (index, index_cost), (good, good_cost))]
@@ -231,12 +234,18 @@ def build_prompt(
     def with_snippets(k: int) -> _Layout:
         return _Layout(base.tag, base.path, candidates[:k], 0, base.suffix_end)
 
-    # 1. As many snippets as fit with the whole prefix (least relevant dropped first).
-    k = None if len(prefix) > budget * MAX_CHARS_PER_TOKEN else _smallest_fitting(
-        list(range(len(candidates), -1, -1)), lambda n: asm.cost(with_snippets(n)) <= budget
-    )
-    # 1b. More snippets than that fit within their share of the budget: trim the prefix for them.
-    shared = None if k == len(candidates) else _shared_layout(asm, base, candidates, budget, k or 0)
+    # 1. As many snippets as fit with the whole prefix (least relevant dropped first), unless
+    # more fit within their share of the budget (1b): then the prefix is trimmed for those.
+    share = _share_count(asm, candidates, budget)
+    k: int | None = None
+    if len(prefix) <= budget * MAX_CHARS_PER_TOKEN:
+        if asm.cost(with_snippets(len(candidates))) <= budget:
+            k = len(candidates)
+        elif share == 0 or asm.cost(with_snippets(share)) <= budget:
+            k = _smallest_fitting(
+                list(range(len(candidates) - 1, share - 1, -1)), lambda n: asm.cost(with_snippets(n)) <= budget
+            )
+    shared = None if k is not None and k >= share else _shared_layout(asm, base, candidates[:share], budget)
     if shared is not None:
         layout = shared
     elif k is not None:
@@ -269,12 +278,8 @@ def build_prompt(
     )
 
 
-def _shared_layout(
-    asm: _Assembler, base: _Layout, candidates: Sequence[Snippet], budget: int, fitting: int
-) -> _Layout | None:
-    """The most relevant snippets within ``SNIPPET_SHARE`` of the budget and as much of the
-    prefix (whole lines from the cursor up) as fits beside them; None unless that is more
-    snippets than the ``fitting`` ones that fit beside the whole prefix."""
+def _share_count(asm: _Assembler, candidates: Sequence[Snippet], budget: int) -> int:
+    """How many of the most relevant snippets fit within ``SNIPPET_SHARE`` of the budget."""
     share = int(budget * SNIPPET_SHARE)
     used, k = 0, 0
     for snippet in candidates:
@@ -282,13 +287,19 @@ def _shared_layout(
         if used > share:
             break
         k += 1
-    if k <= fitting:
+    return k
+
+
+def _shared_layout(asm: _Assembler, base: _Layout, snippets: Sequence[Snippet], budget: int) -> _Layout | None:
+    """``snippets`` and as much of the prefix (whole lines from the cursor up) as fits beside
+    them; None when there are none or not even the cursor's line fits."""
+    if not snippets:
         return None
-    snippets = tuple(candidates[:k])
+    kept = tuple(snippets)
     start = _longest_prefix_start(
-        asm.context.prefix, lambda s: asm.cost(_Layout(base.tag, base.path, snippets, s, base.suffix_end)), budget
+        asm.context.prefix, lambda s: asm.cost(_Layout(base.tag, base.path, kept, s, base.suffix_end)), budget
     )
-    return None if start is None else _Layout(base.tag, base.path, snippets, start, base.suffix_end)
+    return None if start is None else _Layout(base.tag, base.path, kept, start, base.suffix_end)
 
 
 def _character_fallback(asm: _Assembler, base: _Layout, budget: int, last_line: int) -> _Layout:
