@@ -61,6 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tr = sub.add_parser("translate", help="the HumanEval-X translation task: generate, execute, report per language pair")
     translation.add_arguments(tr)
 
+    from evals import context_bench
+
+    ctx = sub.add_parser("context", help="repository context: is the called definition in the prompt (no model needed)")
+    context_bench.add_arguments(ctx)
+
     # The completion benchmark lives in its own module (another area); register it when present.
     if importlib.util.find_spec("evals.completion_bench") is not None:
         from evals import completion_bench
@@ -92,6 +97,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from evals import translation
 
         return translation.run(args)
+    if command == "context":
+        from evals import context_bench
+
+        return context_bench.run(args)
     if command == "completion":
         from evals import completion_bench
 

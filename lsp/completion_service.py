@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from codeglm.backends.base import Backend, BackendError, CancelToken
 from codeglm.completion.pipeline import (
@@ -19,10 +19,11 @@ from codeglm.completion.pipeline import (
     CompletionResult,
     ContextCache,
     OpenDocument,
+    WorkspaceContext,
     complete,
 )
 from codeglm.languages import UnsupportedLanguageError, get_language, language_for_path
-from lsp.model_holder import DISABLED, ERROR, GENERATING, ModelHolder
+from lsp.model_holder import DISABLED, ERROR, GENERATING, READY, ModelHolder
 from lsp.positions import index_to_utf16, line_at, utf16_to_index
 from lsp.requests import AnswerCache, LatestRequests
 from lsp.settings import Settings
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 # (level, message): level is "error", "warning" or "info"
 MessageSink = Callable[[str, str], None]
 StatusSink = Callable[[str, str], None]
+# The repository context for a completion, asked on the completion's thread (None: none).
+WorkspaceSource = Callable[[], WorkspaceContext | None]
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class CompletionAnswer:
     start_character: int
     end_character: int
     multiline: bool
+    # Other distinct completions at the same cursor (when more than one was asked for).
+    alternatives: tuple[CompletionAnswer, ...] = ()
 
 
 def resolve_language_id(language_id: str, path: str | None) -> str | None:
@@ -97,6 +102,11 @@ class CompletionService:
         self._warned_languages: set[str] = set()
         self._last_error: str | None = None
         self._error_load_state: object = None
+        self.workspace: WorkspaceSource = lambda: None
+        # The last completion's result (prompt, snippets, why nothing was shown), for
+        # ``codeglm.showLastPrompt``, and the path it was for.
+        self.last_result: CompletionResult | None = None
+        self.last_path: str | None = None
 
     # --- status -------------------------------------------------------------------
 
@@ -117,6 +127,10 @@ class CompletionService:
             status = (ERROR, self._last_error)
         else:
             status = (self.holder.state.state, self.holder.state.message)
+            dropped = self.last_result.dropped if self.last_result is not None else None
+            if dropped and status[0] == READY:
+                # The silent no-show explained: the status item says why nothing appeared.
+                status = (READY, f"{status[1]}; last completion not shown: {dropped}")
         if status != self._last_status:
             self._last_status = status
             self._on_status(*status)
@@ -129,8 +143,10 @@ class CompletionService:
         line: int,
         utf16_character: int,
         others: tuple[OpenDocument, ...] = (),
+        candidates: int = 1,
     ) -> CompletionAnswer | None:
-        """The completion at an LSP position, or None (nothing useful, or not now).
+        """The completion at an LSP position, or None (nothing useful, or not now); with
+        ``candidates`` > 1, up to that many distinct ones (the others in ``alternatives``).
 
         A newer request for the same document cancels this one; cancelling the task
         awaiting this coroutine (``$/cancelRequest``) stops the running generation.
@@ -145,7 +161,7 @@ class CompletionService:
         key = (
             document.uri, document.version, document.text if document.version is None else None,
             line, utf16_character, settings.backend, settings.max_tokens, settings.temperature,
-            settings.top_p, settings.context_lines,
+            settings.top_p, settings.context_lines, candidates,
         )
         # Sampling with a temperature should give a fresh answer on each request.
         cacheable = settings.temperature == 0.0
@@ -160,7 +176,9 @@ class CompletionService:
                 backend = await asyncio.to_thread(self.holder.wait, settings.load_wait_ms / 1000.0)
             if backend is None or token.cancelled:
                 return None
-            request = self._request(document, language_id, line, utf16_character, others, settings)
+            request = replace(
+                self._request(document, language_id, line, utf16_character, others, settings), candidates=candidates
+            )
             result = await self._run(request, backend, token)
         except asyncio.CancelledError:
             token.cancel()  # $/cancelRequest: stop the generation on its thread too
@@ -204,7 +222,7 @@ class CompletionService:
         self._active += 1
         self.report_status()
         try:
-            result = await asyncio.to_thread(complete, request, backend, token, self.contexts)
+            result = await asyncio.to_thread(self._complete, request, backend, token)
         except BackendError as exc:
             self._note_error(f"completion failed: {exc}")
             return None
@@ -216,10 +234,15 @@ class CompletionService:
             return None
         else:
             self._last_error = None
+            if result is not None:
+                self.last_result, self.last_path = result, request.path
         finally:
             self._active -= 1
             self.report_status()
         return result
+
+    def _complete(self, request: CompletionRequest, backend: Backend, token: CancelToken) -> CompletionResult | None:
+        return complete(request, backend, token, self.contexts, self.workspace())
 
     def _answer(self, result: CompletionResult, text: str, line: int) -> CompletionAnswer:
         # The result's line is the (possibly windowed) request's; the cursor's line is the same.
@@ -230,6 +253,7 @@ class CompletionService:
             start_character=index_to_utf16(line_text, result.character),
             end_character=index_to_utf16(line_text, result.replace_end_character),
             multiline=result.multiline,
+            alternatives=tuple(self._answer(other, text, line) for other in result.alternatives),
         )
 
     def _note_error(self, message: str) -> None:

@@ -20,7 +20,7 @@ from pygls.workspace import TextDocument
 from codeglm.backends import last_generation
 from codeglm.backends.base import CancelToken
 from codeglm.completion.pipeline import OpenDocument
-from lsp import commands, wire
+from lsp import commands, repository, wire
 from lsp.commands import CommandError, TranslateCommand
 from lsp.completion_service import CompletionAnswer, CompletionService, DocumentSnapshot, resolve_language_id
 from lsp.documents import DocumentError, check_readable, read_error
@@ -58,6 +58,8 @@ class CodeglmServer(LanguageServer):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.holder = ModelHolder(load_backend, self._on_load_state)
         self.completions = CompletionService(settings, self.holder, self.send_status, self.show_message)
+        self.repository = repository.RepositoryService()
+        self.completions.workspace = self.repository.context
 
     # --- messages to the client (safe to call from any thread) ---------------------
 
@@ -179,6 +181,7 @@ def create_server(settings: Settings) -> CodeglmServer:
     @server.feature(types.INITIALIZED)
     def initialized(ls: CodeglmServer, params: types.InitializedParams) -> None:
         ls.completions.report_status()
+        ls.repository.task = asyncio.ensure_future(repository.start_index(ls))
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def did_change_configuration(ls: CodeglmServer, params: types.DidChangeConfigurationParams) -> None:
@@ -198,13 +201,16 @@ def create_server(settings: Settings) -> CodeglmServer:
         ls: CodeglmServer, params: types.InlineCompletionParams
     ) -> types.InlineCompletionList:
         uri = params.text_document.uri
+        # Several candidates when the editor asks explicitly; one while typing.
+        invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
         answer = await ls.completions.complete(
-            ls.snapshot(uri), params.position.line, params.position.character, ls.other_documents(uri)
+            ls.snapshot(uri), params.position.line, params.position.character, ls.other_documents(uri),
+            candidates=ls.settings.candidates if invoked else 1,
         )
         if answer is None or not answer.text:
             return types.InlineCompletionList(items=[])
         return types.InlineCompletionList(
-            items=[types.InlineCompletionItem(insert_text=answer.text, range=_range(answer))]
+            items=[types.InlineCompletionItem(insert_text=a.text, range=_range(a)) for a in (answer, *answer.alternatives)]
         )
 
     @server.feature(
@@ -231,6 +237,8 @@ def create_server(settings: Settings) -> CodeglmServer:
         )
         # Incomplete: typing on must ask again, the completion depends on every character.
         return types.CompletionList(is_incomplete=True, items=[item])
+
+    repository.register(server)
 
     @server.feature(STATS_REQUEST)
     def stats(ls: CodeglmServer, params: Any) -> dict[str, Any]:

@@ -37,6 +37,8 @@ class Settings(BaseModel):
     ``load_wait_ms``: how long a completion asked for while the model loads waits for it.
     ``translate_max_units``: the translate commands refuse a document that splits into
     more units than this, before any generation (0: no limit).
+    ``index_workspace``: index the workspace's source files at start (definitions from files
+    that are not open reach the prompt); ``max_indexed_files`` bounds that index.
     """
 
     # strict: no "3" for 3 or true for 1 (a float field still takes a whole number);
@@ -56,6 +58,9 @@ class Settings(BaseModel):
     load_wait_ms: Annotated[int, Field(ge=0, le=60_000)] = 1500
     cache_size: Annotated[int, Field(ge=0, le=10_000)] = 64
     translate_max_units: Annotated[int, Field(ge=0, le=10_000_000)] = DEFAULT_MAX_UNITS
+    index_workspace: bool = True
+    candidates: Annotated[int, Field(ge=1, le=8)] = 3
+    max_indexed_files: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
 
     @field_validator("backend", mode="before")
     @classmethod

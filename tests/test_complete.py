@@ -94,12 +94,14 @@ def test_definitions_from_open_documents_reach_the_prompt() -> None:
     assert seen[0].startswith("# language: Python\n# path: main.py\n")
 
 
-def test_cancelled_or_empty_gives_none() -> None:
+def test_cancelled_gives_none_and_empty_says_why() -> None:
     cancel = CancelToken()
     cancel.cancel()
     request = CompletionRequest("x = \n", 0, 4, "python")
     assert complete(request, oracle("1\n"), cancel) is None
-    assert complete(request, oracle("   \n")) is None
+    result = complete(request, oracle("   \n"))
+    assert result is not None and result.text == "" and result.dropped == "the model wrote nothing but whitespace"
+    assert result.prompt == "# language: Python\nx = "
 
 
 def test_unsupported_language_is_a_clear_error() -> None:
@@ -127,7 +129,9 @@ def test_junk_never_reaches_the_user() -> None:
     text = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n    \n'
     backend = oracle("//\n    " * 40)
     request = CompletionRequest(text, 2, 4, "python", path="fib.py", max_new_tokens=64)
-    assert complete(request, backend) is None
+    dropped = complete(request, backend)
+    assert dropped is not None and dropped.text == ""
+    assert dropped.dropped is not None and dropped.dropped.startswith("not valid Python from its first line")
     backend.continuation = "a, b = 0, 1\n    " + "//\n    " * 40
     result = complete(request, backend)
     assert result is not None and result.text == "a, b = 0, 1"
@@ -273,3 +277,66 @@ def test_readme_command_completes_with_code_that_parses(capsys: pytest.CaptureFi
     lines = example.read_text().split("\n")
     lines[5] = lines[5][:8] + out + lines[5][8:]
     assert not parse_text(get_language("java"), "\n".join(lines)).root_node.has_error, out
+
+
+def test_cli_json_shows_prompt_snippets_and_why_nothing_was_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--json`` always prints an object: the prompt, its snippets with source and path (a
+    definition from a file that is not open, found through the workspace), and ``dropped``."""
+    project = tmp_path / "shop"
+    (project / ".git").mkdir(parents=True)
+    (project / "orders.py").write_text("def parse_order(raw: str, strict: bool) -> dict:\n    return {}\n")
+    (project / "app.py").write_text("from orders import parse_order\n\nx = parse_order(\n")
+    backend = oracle("   \n")
+    monkeypatch.setattr("codeglm.cli.complete.load_backend", lambda spec: backend)
+    assert main(["complete", str(project / "app.py"), "--line", "2", "--col", "16", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["text"] == "" and payload["dropped"] == "the model wrote nothing but whitespace"
+    assert "# def parse_order(raw: str, strict: bool) -> dict: ..." in payload["prompt"]
+    assert payload["prompt"].endswith("x = parse_order(")
+    assert {"source": "import", "path": "orders.py", "name": "parse_order"}.items() <= payload["snippets"][0].items()
+    # --workspace elsewhere: nothing to import from there.
+    other = tmp_path / "empty"
+    other.mkdir()
+    assert main(["complete", str(project / "app.py"), "--line", "2", "--col", "16", "--json",
+                 "--workspace", str(other)]) == 0
+    assert json.loads(capsys.readouterr().out)["snippets"] == []
+    backend.continuation = "raw, True)\n"
+    assert main(["complete", str(project / "app.py"), "--line", "2", "--col", "16", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["text"] == "raw, True)" and payload["dropped"] is None
+
+
+class SeededOracle(OracleBackend):
+    """Writes a continuation chosen by the request's seed (None: greedy), as sampling would."""
+
+    def __init__(self, by_seed: dict[int | None, str]) -> None:
+        super().__init__(2048)
+        self.by_seed = by_seed
+        self.asked: list[tuple[int | None, float]] = []
+
+    def generate(self, request, cancel=None):
+        self.asked.append((request.params.seed, request.params.temperature))
+        self.continuation = self.by_seed[request.params.seed]
+        return super().generate(request, cancel)
+
+
+def test_several_candidates_are_distinct_after_post_processing() -> None:
+    text = "def area(r):\n    return \n"
+    backend = SeededOracle({None: "3.14 * r * r\n", 1: "3.14 * r * r\n\nprint(1)\n", 2: "r ** 2 * 3.14159\n",
+                            3: "))) junk\n"})
+    request = CompletionRequest(text, 1, 11, "python", max_new_tokens=32, candidates=4)
+    result = complete(request, backend)
+    assert result is not None and result.text == "3.14 * r * r"
+    # Seed 1 post-processes to the same text as the first; seed 3 is junk: neither is offered again.
+    assert [r.text for r in result.alternatives] == ["r ** 2 * 3.14159"]
+    assert backend.asked == [(None, 0.0), (1, 0.8), (2, 0.8), (3, 0.8)]
+    # One candidate (typing): one generation.
+    backend.asked.clear()
+    assert complete(CompletionRequest(text, 1, 11, "python"), backend).alternatives == ()
+    assert backend.asked == [(None, 0.0)]
+    # When the first is junk, a later one leads.
+    backend.by_seed[None] = "))) junk\n"
+    result = complete(request, backend)
+    assert result.text == "3.14 * r * r" and [r.text for r in result.alternatives] == ["r ** 2 * 3.14159"]

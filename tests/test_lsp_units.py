@@ -57,7 +57,8 @@ def test_settings_spell_fields_as_clients_do() -> None:
     client = settings.to_client_json()
     assert client["maxTokens"] == 16 and client["topP"] == 0.5 and client["enabledLanguages"] is None
     assert set(client) == {"backend", "enabled", "maxTokens", "temperature", "topP", "debounceMs", "enabledLanguages",
-                           "contextLines", "loadWaitMs", "cacheSize", "translateMaxUnits"}
+                           "contextLines", "loadWaitMs", "cacheSize", "translateMaxUnits", "indexWorkspace", "candidates",
+                           "maxIndexedFiles"}
     assert apply_settings(Settings(), {"backend": ""}).backend is None
 
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codeglm.completion.context import SourceDocument, extract_context
-from codeglm.completion.prompts import PromptBudgetError, build_prompt
+from codeglm.completion.prompts import SNIPPET_SHARE, PromptBudgetError, build_prompt, snippet_comment
 from codeglm.languages import LANGUAGES, get_language, language_for_path
 from codeglm.model.tokenizer import load_tokenizer
 
@@ -53,10 +53,14 @@ def test_least_relevant_snippets_go_first(count_tokens) -> None:
     # A budget that holds the prefix and only some snippets.
     without_last = full.tokens - count_tokens("# Compare this snippet from geometry.py:\n") - 5
     tight = build_prompt(context, count_tokens, without_last + 64, 64)
-    assert tight.prefix_start == 0
-    assert 0 < len(tight.snippets) < len(full.snippets)
+    assert 0 < len(tight.snippets) <= len(full.snippets)
     assert tight.snippets == full.snippets[: len(tight.snippets)]  # a prefix of the ranking
     assert tight.tokens <= tight.budget
+    # Snippets keep up to half the budget: the prefix loses its top lines for them.
+    rendered = sum(count_tokens(snippet_comment(context, s)) for s in tight.snippets)
+    assert rendered <= tight.budget * SNIPPET_SHARE
+    if len(tight.snippets) == len(full.snippets):
+        assert tight.prefix_start > 0 and tight.text.endswith(context.prefix[tight.prefix_start :])
 
 
 def test_prefix_is_trimmed_from_the_top_at_a_line_boundary(count_tokens) -> None:

@@ -16,6 +16,7 @@ the parts that make sense.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import tree_sitter
 
 from codeglm.completion.definitions import Definition, header_text, identifier_query, node_text
 from codeglm.completion.parse_cache import ContextCache
+from codeglm.completion.repo_context import WorkspaceContext, repo_snippets
 from codeglm.languages import Language
 from codeglm.syntax.nodes import body_of
 
@@ -63,6 +65,9 @@ class Snippet:
     """A piece of context for the prompt: a definition, an import block or a header.
 
     ``relevance`` orders snippets (higher is kept longer when the budget is tight).
+    ``source`` says where a definition or region came from: "file" (this file), "import",
+    "directory", "recent" (``repo_context``) or "open" (another open document); None for
+    this file's imports and enclosing headers.
     """
 
     kind: str
@@ -70,6 +75,7 @@ class Snippet:
     path: str | None
     text: str
     relevance: float
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -242,9 +248,34 @@ def _rank_definitions(
             relevance = 1.0 / (1.0 + used[definition.name])
             if not is_current or definition.start_byte > cursor_byte:
                 relevance += 0.5
-            snippets.append(Snippet("definition", definition.name, document.path, definition.text, relevance))
+            source = "file" if is_current else "open"
+            snippets.append(Snippet("definition", definition.name, document.path, definition.text, relevance, source))
     snippets.sort(key=lambda s: -s.relevance)
     return tuple(snippets[:MAX_DEFINITIONS])
+
+
+def _workspace_path(workspace: WorkspaceContext, path: str | None) -> str | None:
+    return workspace.index.relative(os.path.abspath(path)) if path is not None else None
+
+
+def _with_workspace(
+    workspace: WorkspaceContext,
+    document: SourceDocument,
+    text: str,
+    imports: tuple[str, ...],
+    used: dict[str, int],
+    own: tuple[Definition, ...],
+    definitions: tuple[Snippet, ...],
+) -> tuple[Snippet, ...]:
+    """The workspace's snippets, then this file's and the open documents' definitions that
+    they do not already show."""
+    importer = _workspace_path(workspace, document.path)
+    found = repo_snippets(workspace, document.language, importer, imports, text, used, {d.name for d in own})
+    shown = {(s.path, s.name) for s in found}
+    repo = [Snippet("region" if s.source == "recent" else "definition", s.name, s.path, s.text, s.relevance, s.source)
+            for s in found]
+    rest = [s for s in definitions if (_workspace_path(workspace, s.path), s.name) not in shown]
+    return (*repo, *rest)
 
 
 def extract_context(
@@ -253,8 +284,12 @@ def extract_context(
     character: int,
     open_documents: Sequence[SourceDocument] = (),
     cache: ContextCache | None = None,
+    workspace: WorkspaceContext | None = None,
 ) -> CompletionContext:
-    """The completion context at (line, character) of ``document`` (0-based, str indices)."""
+    """The completion context at (line, character) of ``document`` (0-based, str indices).
+
+    With a ``workspace``, definitions from files that are not open (imported, in the same
+    directory) and recently edited regions come first (``repo_context``)."""
     cache = cache if cache is not None else ContextCache()
     text = document.text
     offset = offset_of(text, line, character)
@@ -282,6 +317,10 @@ def extract_context(
         other_parsed = cache.document(other.cache_key, other.language, other.text, other.version)
         documents.append((other, other_parsed.definitions, False))
     used = names_near(tree, source, cursor_byte, language)
+    imports = imports_of(tree, source, language)
+    definitions = _rank_definitions(used, documents, cursor_byte)
+    if workspace is not None:
+        definitions = _with_workspace(workspace, document, text, imports, used, parsed.definitions, definitions)
     return CompletionContext(
         language=language,
         path=document.path,
@@ -290,8 +329,8 @@ def extract_context(
         line_prefix=line_prefix.rstrip("\r"),
         line_suffix=line_suffix,
         enclosing_headers=headers,
-        imports=imports_of(tree, source, language),
-        definitions=_rank_definitions(used, documents, cursor_byte),
+        imports=imports,
+        definitions=definitions,
         line_ending=line_ending,
     )
 

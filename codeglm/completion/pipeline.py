@@ -9,7 +9,7 @@ their own: ``context.extract_context``, ``prompts.build_prompt``,
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from codeglm.backends.base import (
     Backend,
@@ -18,18 +18,23 @@ from codeglm.backends.base import (
     GenerationRequest,
     SamplingParams,
 )
-from codeglm.completion.context import SourceDocument, extract_context
+from codeglm.completion.context import Snippet, SourceDocument, extract_context
 from codeglm.completion.parse_cache import ContextCache
-from codeglm.completion.postprocess import make_finished_callback, postprocess
-from codeglm.completion.prompts import build_prompt
-from codeglm.completion.site import completion_site
+from codeglm.completion.postprocess import Dropped, make_finished_callback, postprocess_explained
+from codeglm.completion.prompts import Prompt, build_prompt
+from codeglm.completion.repo_context import WorkspaceContext
+from codeglm.completion.site import CompletionSite, completion_site
 from codeglm.languages import Language, UnsupportedLanguageError, get_language, language_for_path
+
+# Candidates after the first are sampled at least this hot, each with its own seed.
+CANDIDATE_TEMPERATURE = 0.8
 
 __all__ = [
     "CompletionRequest",
     "CompletionResult",
     "ContextCache",
     "OpenDocument",
+    "WorkspaceContext",
     "complete",
 ]
 
@@ -66,6 +71,8 @@ class CompletionRequest:
     multiline: bool | None = None
     version: int | None = None
     document_key: str | None = None
+    # Up to this many distinct completions: the first as asked, the others sampled.
+    candidates: int = 1
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,10 @@ class CompletionResult:
     The insertion replaces the cursor's line from ``character`` to
     ``replace_end_character`` (equal to ``character`` when it only inserts; larger when
     the completion re-supplies characters the editor auto-closed, e.g. ``}``).
-    Line endings follow the document's.
+    Line endings follow the document's. ``text`` is empty when post-processing dropped
+    everything the model wrote; ``dropped`` says why. ``prompt`` (and ``prompt_suffix``
+    with fill-in-the-middle) is exactly what the model was sent, ``snippets`` the context
+    in it, most relevant first.
     """
 
     text: str
@@ -88,6 +98,12 @@ class CompletionResult:
     finish_reason: str
     raw_text: str
     latency_ms: float
+    prompt: str = ""
+    prompt_suffix: str | None = None
+    snippets: tuple[Snippet, ...] = ()
+    dropped: str | None = None
+    # Other distinct completions (``CompletionRequest.candidates`` > 1), each with text.
+    alternatives: tuple[CompletionResult, ...] = ()
 
 
 def _language_of(language_id: str, path: str | None) -> Language:
@@ -116,8 +132,14 @@ def complete(
     backend: Backend,
     cancel: CancelToken | None = None,
     cache: ContextCache | None = None,
+    workspace: WorkspaceContext | None = None,
 ) -> CompletionResult | None:
-    """The completion at the request's cursor, or None when there is nothing useful to show.
+    """The completion at the request's cursor (its ``text`` empty and ``dropped`` saying why
+    when nothing useful is left), or None when the request was cancelled. ``workspace``:
+    the index of the workspace's files and the recent edits to draw context from. With
+    ``request.candidates`` > 1 the context and prompt are built once and the backend asked
+    that many times (the first as the request says, the others sampled with their own
+    seeds); distinct texts after post-processing become ``alternatives``.
 
     Raises ``UnsupportedLanguageError`` for a language outside the table and
     ``BackendError`` when the backend fails; a cancelled request returns None.
@@ -134,7 +156,9 @@ def complete(
         # Without a key the text may be a window of the document: keep it out of the cache.
         cacheable=request.document_key is not None,
     )
-    context = extract_context(document, request.line, request.character, _open_documents(request), cache)
+    context = extract_context(
+        document, request.line, request.character, _open_documents(request), cache, workspace
+    )
     site = completion_site(language, context.prefix, context.suffix, request.multiline)
     prompt = build_prompt(
         context,
@@ -143,14 +167,39 @@ def complete(
         request.max_new_tokens,
         fim=backend.supports_fim,
     )
-    generation = GenerationRequest(
-        prompt=prompt.text,
-        params=SamplingParams(
+    results: list[CompletionResult] = []
+    for i in range(max(1, request.candidates)):
+        params = SamplingParams(
             max_new_tokens=request.max_new_tokens, temperature=request.temperature, top_p=request.top_p
-        ),
-        suffix=prompt.suffix,
-        finished=make_finished_callback(site),
-    )
+        )
+        if i > 0:
+            params = SamplingParams(max_new_tokens=request.max_new_tokens, top_p=request.top_p,
+                                    temperature=max(request.temperature, CANDIDATE_TEMPERATURE), seed=i)
+        result = _generate(request, backend, cancel, site, prompt, params, line_ending, started)
+        if result is None:
+            return None  # cancelled
+        if all(result.text != r.text for r in results):
+            results.append(result)
+    shown = [r for r in results if r.text]
+    if not shown:
+        return results[0]  # nothing to show: the first says why
+    first, *others = shown
+    return replace(first, alternatives=tuple(others))
+
+
+def _generate(
+    request: CompletionRequest,
+    backend: Backend,
+    cancel: CancelToken | None,
+    site: CompletionSite,
+    prompt: Prompt,
+    params: SamplingParams,
+    line_ending: str,
+    started: float,
+) -> CompletionResult | None:
+    """One generation, post-processed; None when cancelled."""
+    watch = make_finished_callback(site)
+    generation = GenerationRequest(prompt=prompt.text, params=params, suffix=prompt.suffix, finished=watch)
     if cancel is not None and cancel.cancelled:
         return None
     try:
@@ -159,19 +208,26 @@ def complete(
         return None
     if completion.finish_reason == "cancelled":
         return None
-    processed = postprocess(site, completion.text, truncated=completion.finish_reason == "length")
-    if processed is None:
-        return None
+    processed = postprocess_explained(
+        site, completion.text, truncated=completion.finish_reason == "length", stopped_by=watch.stopped_by
+    )
+    dropped = processed.reason if isinstance(processed, Dropped) else None
+    text = "" if isinstance(processed, Dropped) else processed.text.replace("\n", line_ending)
+    replace = 0 if isinstance(processed, Dropped) else processed.replace_suffix_chars
     return CompletionResult(
-        text=processed.text.replace("\n", line_ending),
-        multiline=processed.multiline,
+        text=text,
+        multiline=site.multiline,
         prompt_tokens=prompt.tokens,
         generated_tokens=completion.generated_tokens,
         line=request.line,
         character=len(site.line_prefix),
-        replace_end_character=len(site.line_prefix) + processed.replace_suffix_chars,
+        replace_end_character=len(site.line_prefix) + replace,
         finish_reason=completion.finish_reason,
         raw_text=completion.text,
         latency_ms=(time.perf_counter() - started) * 1000.0,
+        prompt=prompt.text,
+        prompt_suffix=prompt.suffix,
+        snippets=prompt.snippets,
+        dropped=dropped,
     )
 

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codeglm.backends.base import FinishedCallback
 from codeglm.completion.balance import balance_line
 from codeglm.completion.brackets import drop_overlap
 from codeglm.completion.junk import JunkWatch, added_errors
@@ -67,26 +66,47 @@ class Processed:
     replace_suffix_chars: int = 0
 
 
-def make_finished_callback(site: CompletionSite) -> FinishedCallback:
-    """A callback for the engine: the length to keep once the completion is complete,
-    or once a multi-line generation has gone on writing lines that are not code."""
-    checked = [0]
-    junk = JunkWatch(site)
+class FinishedWatch:
+    """The engine's finished callback (``make_finished_callback``), remembering why it
+    ended generation early: ``stopped_by`` is None, "block" (complete), "junk" (lines
+    that are not code) or "loop" (repeating itself), for the reason a dropped completion gives."""
 
-    def finished(text: str) -> int | None:
-        fresh = text[checked[0] :]
-        checked[0] = len(text)
+    def __init__(self, site: CompletionSite) -> None:
+        self.site = site
+        self.checked = 0
+        self.junk = JunkWatch(site)
+        self.stopped_by: str | None = None
+
+    def __call__(self, text: str) -> int | None:
+        site = self.site
+        fresh = text[self.checked :]
+        self.checked = len(text)
         stop = None
         # Completion can only become decidable when something visible arrives.
         if fresh.strip() or (not site.multiline and "\n" in fresh):
             stop = find_stop(site, text)
+            self.stopped_by = "block" if stop is not None else None
         if stop is None and site.multiline and "\n" in fresh:
-            stop = junk.line_ended(text)
+            stop = self.junk.line_ended(text)
+            self.stopped_by = "junk" if stop is not None else None
             if stop is None:
                 stop = loop_stop(site, text, complete=False)
+                self.stopped_by = "loop" if stop is not None else None
         return stop
 
-    return finished
+
+def make_finished_callback(site: CompletionSite) -> FinishedWatch:
+    """A callback for the engine: the length to keep once the completion is complete,
+    or once a multi-line generation has gone on writing lines that are not code."""
+    return FinishedWatch(site)
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """Why nothing of a generation is shown, in words for the user ("not valid Java from
+    its first line", "repeats the text after the cursor")."""
+
+    reason: str
 
 
 def postprocess(site: CompletionSite, generation: str, truncated: bool = False) -> Processed | None:
@@ -94,16 +114,34 @@ def postprocess(site: CompletionSite, generation: str, truncated: bool = False) 
 
     ``truncated``: generation hit its token limit (its last line may be cut mid-way).
     """
+    processed = postprocess_explained(site, generation, truncated)
+    return processed if isinstance(processed, Processed) else None
+
+
+def postprocess_explained(
+    site: CompletionSite, generation: str, truncated: bool = False, stopped_by: str | None = None
+) -> Processed | Dropped:
+    """As ``postprocess``, with the reason when nothing is left (``stopped_by``: the
+    ``FinishedWatch``'s, when it ended the generation)."""
     text = generation.replace("\r\n", "\n")
+    if not text.strip():
+        if stopped_by == "junk":
+            return Dropped(f"not valid {site.language.display_name} from its first line (generation stopped early)")
+        return Dropped("the model wrote nothing but whitespace")
     stop = find_stop(site, text)
     if stop is not None:
         text = text[:stop]
+    if not text.strip():
+        return Dropped("the model wrote nothing before the block's end")
     replace = 0
     if site.multiline:
         loop = loop_stop(site, text)
         if loop is not None:
             text, stop = text[:loop], loop
+        before = text
         text, replace = _finish_block(site, text, cut_short=truncated and stop is None)
+        if not text.strip():
+            return Dropped("repeats the text after the cursor" if before.strip() else "nothing left after the cut")
     else:
         lead = ""
         if not site.line_suffix.strip() and site.line_prefix.strip():
@@ -111,12 +149,14 @@ def postprocess(site: CompletionSite, generation: str, truncated: bool = False) 
         line = text[len(lead) :].split("\n", 1)[0]
         cut_short = truncated and stop is None and "\n" not in text[len(lead) :]
         text = lead + balance_line(site, line, cut_short).rstrip()
-    if not text.strip():
-        return None
+        if not text.strip():
+            return Dropped("the model's line only closed brackets or repeated the text after the cursor")
     # Never show what is not code: keep the longest run of whole lines that adds no syntax error.
+    lines = text.count("\n") + 1
     text, replace = clean_lines(text, replace, lambda kept, replacing: not added_errors(site, kept, replacing))
     if not text.strip():
-        return None
+        where = "on the cursor's line" if lines == 1 else f"from its first line ({lines} lines written)"
+        return Dropped(f"not valid {site.language.display_name} {where}")
     return Processed(text=text, multiline=site.multiline, replace_suffix_chars=replace)
 
 
@@ -151,4 +191,4 @@ def _next_line_closes_opener(site: CompletionSite) -> bool:
     return False
 
 
-__all__ = ["Processed", "make_finished_callback", "postprocess"]
+__all__ = ["Dropped", "FinishedWatch", "Processed", "make_finished_callback", "postprocess", "postprocess_explained"]

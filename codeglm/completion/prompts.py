@@ -13,14 +13,18 @@ goes into ``GenerationRequest.suffix``; the backend lays out its own FIM tokens.
 
 Everything is counted with the backend's tokenizer and must fit in
 ``context_length - max_new_tokens``: the least relevant snippets are dropped first,
-then the prefix is trimmed from the top at a line boundary. Token counts of pieces do
+then the prefix is trimmed from the top at a line boundary. A long prefix does not
+push the snippets out: the most relevant snippets keep up to ``SNIPPET_SHARE`` of the
+budget, the prefix is trimmed to the rest (the lines nearest the cursor stay). Token counts of pieces do
 not add up exactly under BPE, so every decision is checked on the assembled text.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from codeglm.completion.context import CompletionContext, Snippet
 
@@ -28,6 +32,13 @@ TokenCounter = Callable[[str], int]
 
 # With FIM, the suffix may take at most this share of the budget.
 FIM_SUFFIX_SHARE = 0.25
+# When the prefix alone does not fit, context snippets may take up to this share of the
+# budget (the prefix is trimmed from the top to the rest).
+SNIPPET_SHARE = 0.5
+# A prefix longer than this many characters per token of the budget is taken not to fit
+# whole (code averages 3 to 4): it is never counted whole, which on a long file costs more
+# than everything else a prompt takes.
+MAX_CHARS_PER_TOKEN = 8
 
 
 class PromptBudgetError(ValueError):
@@ -54,6 +65,8 @@ def snippet_comment(context: CompletionContext, snippet: Snippet) -> str:
     """A snippet rendered as comments in the document's language."""
     if snippet.kind == "imports":
         title = "Imports of this file:"
+    elif snippet.kind == "region":
+        title = f"Recently edited in {snippet.path}:"
     elif snippet.kind == "scope":
         title = "Inside:"
     elif snippet.path is not None and snippet.path != context.path:
@@ -68,7 +81,12 @@ def _normalized(text: str) -> str:
 
 
 def _already_in(snippet: Snippet, prefix: str) -> bool:
-    return _normalized(snippet.text) in _normalized(prefix)
+    return _normalized(snippet.text) in _normalized_cached(prefix)
+
+
+@lru_cache(maxsize=4)
+def _normalized_cached(text: str) -> str:
+    return _normalized(text)
 
 
 @dataclass(frozen=True)
@@ -86,6 +104,7 @@ class _Assembler:
         self.count = count
         self.fim = fim
         self.rendered = {s: snippet_comment(context, s) for s in context.snippets()}
+        self.costs: dict[_Layout, int] = {}
 
     def text(self, layout: _Layout) -> str:
         language = self.context.language
@@ -102,8 +121,11 @@ class _Assembler:
         return self.context.suffix[: layout.suffix_end] if self.fim else None
 
     def cost(self, layout: _Layout) -> int:
-        suffix = self.suffix(layout)
-        return self.count(self.text(layout)) + (self.count(suffix) if suffix else 0)
+        known = self.costs.get(layout)
+        if known is None:
+            suffix = self.suffix(layout)
+            known = self.costs[layout] = self.count(self.text(layout)) + (self.count(suffix) if suffix else 0)
+        return known
 
 
 def _line_starts(text: str) -> list[int]:
@@ -126,6 +148,56 @@ def _smallest_fitting(candidates: Sequence[int], fits: Callable[[int], bool]) ->
         else:
             lo = mid + 1
     return candidates[lo] if lo < len(candidates) else None
+
+
+def _longest_prefix_start(prefix: str, cost: Callable[[int], int], budget: int) -> int | None:
+    """The first line start of ``prefix`` from which the prompt costs at most ``budget``
+    (``cost`` of a start: monotone, a later start keeps less), or None when not even the
+    cursor's line fits.
+
+    Galloping from the cursor (each try keeps about twice the text of the last that fitted),
+    then interpolation between the last fit and the first miss, alternating with bisection:
+    the texts counted stay near the size of the answer, and few, however long the file.
+    """
+    starts = _line_starts(prefix)
+    good = len(starts) - 1
+    good_cost = cost(starts[good])
+    if good_cost > budget:
+        return None
+    # The first leap aims where the budget would run out at 3 characters a token (code
+    # averages 3 to 4): usually one more doubling or a short narrowing from the answer.
+    leap = max(256, (budget - good_cost) * 3)
+    while good > 0:
+        kept = len(prefix) - starts[good]
+        index = min(bisect.bisect_left(starts, len(prefix) - max(2 * kept, leap)), good - 1)
+        index_cost = cost(starts[index])
+        if index_cost > budget:
+            return starts[_narrow(prefix, starts, cost, budget, (index, index_cost), (good, good_cost))]
+        good, good_cost = index, index_cost
+    return starts[0]
+
+
+def _narrow(
+    prefix: str, starts: list[int], cost: Callable[[int], int], budget: int,
+    bad: tuple[int, int], good: tuple[int, int],
+) -> int:
+    """The smallest index in (bad, good] whose start fits, given (index, cost) of each end."""
+    (low, low_cost), (high, high_cost) = bad, good
+    interpolate = True
+    while high - low > 1:
+        middle = (low + high) // 2
+        if interpolate and low_cost > high_cost:
+            # Characters kept grow about linearly with tokens: aim where the budget runs out.
+            kept_high, kept_low = len(prefix) - starts[high], len(prefix) - starts[low]
+            aim = kept_high + (budget - high_cost) * (kept_low - kept_high) / (low_cost - high_cost)
+            middle = min(max(bisect.bisect_left(starts, len(prefix) - int(aim)), low + 1), high - 1)
+        interpolate = not interpolate
+        middle_cost = cost(starts[middle])
+        if middle_cost <= budget:
+            high, high_cost = middle, middle_cost
+        else:
+            low, low_cost = middle, middle_cost
+    return high
 
 
 def build_prompt(
@@ -162,21 +234,30 @@ def build_prompt(
     def with_snippets(k: int) -> _Layout:
         return _Layout(base.tag, base.path, candidates[:k], 0, base.suffix_end)
 
-    # 1. As many snippets as fit with the whole prefix (least relevant dropped first).
-    k = _smallest_fitting(
-        list(range(len(candidates), -1, -1)), lambda n: asm.cost(with_snippets(n)) <= budget
-    )
-    if k is not None:
+    # 1. As many snippets as fit with the whole prefix (least relevant dropped first), unless
+    # more fit within their share of the budget (1b): then the prefix is trimmed for those.
+    share = _share_count(asm, candidates, budget)
+    k: int | None = None
+    if len(prefix) <= budget * MAX_CHARS_PER_TOKEN:
+        if asm.cost(with_snippets(len(candidates))) <= budget:
+            k = len(candidates)
+        elif share == 0 or asm.cost(with_snippets(share)) <= budget:
+            k = _smallest_fitting(
+                list(range(len(candidates) - 1, share - 1, -1)), lambda n: asm.cost(with_snippets(n)) <= budget
+            )
+    shared = None if k is not None and k >= share else _shared_layout(asm, base, candidates[:share], budget)
+    if shared is not None:
+        layout = shared
+    elif k is not None:
         layout = with_snippets(k)
     else:
         # 2. No snippets; trim the prefix from the top at a line boundary.
-        starts = _line_starts(prefix)
-        start = _smallest_fitting(
-            starts, lambda s: asm.cost(_Layout(base.tag, base.path, (), s, base.suffix_end)) <= budget
+        start = _longest_prefix_start(
+            prefix, lambda s: asm.cost(_Layout(base.tag, base.path, (), s, base.suffix_end)), budget
         )
         if start is None:
             # 3. Even the cursor's line is too long: cut it by characters, then drop the header.
-            layout = _character_fallback(asm, base, budget, starts[-1] if starts else 0)
+            layout = _character_fallback(asm, base, budget, _line_starts(prefix)[-1])
         else:
             layout = _Layout(base.tag, base.path, (), start, base.suffix_end)
 
@@ -195,6 +276,30 @@ def build_prompt(
         snippets=layout.snippets,
         prefix_start=layout.prefix_start,
     )
+
+
+def _share_count(asm: _Assembler, candidates: Sequence[Snippet], budget: int) -> int:
+    """How many of the most relevant snippets fit within ``SNIPPET_SHARE`` of the budget."""
+    share = int(budget * SNIPPET_SHARE)
+    used, k = 0, 0
+    for snippet in candidates:
+        used += asm.count(asm.rendered[snippet])
+        if used > share:
+            break
+        k += 1
+    return k
+
+
+def _shared_layout(asm: _Assembler, base: _Layout, snippets: Sequence[Snippet], budget: int) -> _Layout | None:
+    """``snippets`` and as much of the prefix (whole lines from the cursor up) as fits beside
+    them; None when there are none or not even the cursor's line fits."""
+    if not snippets:
+        return None
+    kept = tuple(snippets)
+    start = _longest_prefix_start(
+        asm.context.prefix, lambda s: asm.cost(_Layout(base.tag, base.path, kept, s, base.suffix_end)), budget
+    )
+    return None if start is None else _Layout(base.tag, base.path, kept, start, base.suffix_end)
 
 
 def _character_fallback(asm: _Assembler, base: _Layout, budget: int, last_line: int) -> _Layout:

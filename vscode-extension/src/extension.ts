@@ -1,6 +1,7 @@
 // Entry point: wires settings, the status bar, the server client, ghost text and commands.
 import * as vscode from 'vscode';
 import { GhostTextProvider } from './inlineProvider';
+import { showLastPrompt } from './lastPrompt';
 import { COMMANDS, SETTINGS_SECTION } from './protocol';
 import { ServerClient } from './serverClient';
 import { ExtensionSettings, needsRestart, readSettings } from './settings';
@@ -32,6 +33,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       await s.restart();
     }),
     vscode.commands.registerCommand(COMMANDS.showLog, () => output.show(true)),
+    vscode.commands.registerCommand(COMMANDS.showLastPrompt, () => showLastPrompt(s)),
     vscode.workspace.onDidChangeConfiguration(async (e) => {
       if (!e.affectsConfiguration(SETTINGS_SECTION)) return;
       const before = settings;

@@ -32,4 +32,5 @@ export const COMMANDS = {
   toggleCompletion: 'codeglm.toggleCompletion',
   restartServer: 'codeglm.restartServer',
   showLog: 'codeglm.showLog',
+  showLastPrompt: 'codeglm.showPrompt',
 } as const;

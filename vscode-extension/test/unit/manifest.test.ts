@@ -8,7 +8,7 @@ import { COMMANDS, DOCUMENT_LANGUAGES } from '../../src/protocol';
 
 const manifest = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8'));
 
-test('the five commands are contributed under the CodeGeeX category', () => {
+test('the six commands are contributed under the CodeGeeX category', () => {
   const titles = Object.fromEntries(manifest.contributes.commands.map((c: { command: string; category: string; title: string }) =>
     [c.command, `${c.category}: ${c.title}`]));
   assert.deepEqual(titles, {
@@ -17,6 +17,7 @@ test('the five commands are contributed under the CodeGeeX category', () => {
     [COMMANDS.toggleCompletion]: 'CodeGeeX: Toggle Completion',
     [COMMANDS.restartServer]: 'CodeGeeX: Restart Server',
     [COMMANDS.showLog]: 'CodeGeeX: Show Log',
+    [COMMANDS.showLastPrompt]: 'CodeGeeX: Show Last Prompt',
   });
 });
 
@@ -28,7 +29,9 @@ test('every setting has a description, and the ones the issue names exist', () =
 });
 
 test('the server\'s own command ids are not reused for the extension\'s commands', () => {
-  for (const id of Object.values(COMMANDS)) assert.ok(!['codeglm.translateFile', 'codeglm.translateSelection'].includes(id));
+  for (const id of Object.values(COMMANDS)) {
+    assert.ok(!['codeglm.translateFile', 'codeglm.translateSelection', 'codeglm.showLastPrompt'].includes(id));
+  }
 });
 
 test('the client syncs documents of exactly the languages the extension activates on', () => {
