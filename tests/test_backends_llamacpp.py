@@ -168,6 +168,11 @@ def test_fim_matches_the_native_engines_prefix_suffix_middle_prompt(remote: Open
     assert got.text == as_llama_cpp_python_decodes(want.text)
     [without_suffix] = native.generate(GenerationRequest(request.prompt, greedy(CROSS_TOKENS)))
     assert want.text != without_suffix.text  # the suffix mattered
+    # Why the backend does not send `suffix`: the server's own FIM prompt is not the model's.
+    body = {"prompt": request.prompt, "suffix": request.suffix, "max_tokens": CROSS_TOKENS, "temperature": 0,
+            **remote.dialect.neutral_sampling}
+    served = httpx.post(f"{remote.root}/completions", json=body, timeout=60).json()["choices"][0]["text"]
+    assert served != got.text
 
 
 def test_max_tokens_is_clipped_to_the_context(remote: OpenAIBackend, native: Any, server: LlamaCppServer) -> None:
