@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
@@ -47,6 +48,7 @@ MAX_RETRY_AFTER = 30.0
 # After a failed probe of what the server is, wait this long before probing again (a host
 # that drops packets would otherwise cost a connect timeout at every look).
 PROBE_AGAIN_AFTER = 10.0
+CONTEXT_IN_ERROR = re.compile(r"maximum context length is (\d+) tokens")
 
 
 def api_root(url: str) -> str:
@@ -228,10 +230,9 @@ class OpenAIBackend:
                     response.read()
                 if response.status_code not in RETRY_STATUSES:
                     response.close()
-                    raise BackendError(
-                        f"the server at {url} refused the request (HTTP {response.status_code}): "
-                        f"{_error_message(response)}"
-                    )
+                    message = _error_message(response)
+                    self._learn_context(message)
+                    raise BackendError(f"the server at {url} refused the request (HTTP {response.status_code}): {message}")
                 problem = f"HTTP {response.status_code}: {_error_message(response)}"
                 retry_after = response.headers.get("retry-after", "")
                 if retry_after.replace(".", "", 1).isdigit():
@@ -244,6 +245,16 @@ class OpenAIBackend:
             f"{'s' if attempts > 1 else ''} ({problem}): check that the server is running and that the URL "
             "in the backend string openai:URL#MODEL is right"
         )
+
+    def _learn_context(self, message: str) -> None:
+        """Take the context length from a refusal that states it ("This model's maximum
+        context length is N tokens": vLLM, llama-cpp-python and serve-api word it so), so
+        later prompts are budgeted and clipped against it: llama-cpp-python lists no
+        context anywhere else."""
+        stated = CONTEXT_IN_ERROR.search(message)
+        if stated:
+            self._context = int(stated.group(1))
+            self._context_known = True
 
     @staticmethod
     def _sleep(seconds: float, cancel: CancelToken | None) -> None:
