@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -68,8 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-tokens", type=int, default=32, help="codeglm.maxTokens (default 32)")
     parser.add_argument("--chars", type=int, default=0, help="type only this many characters (0: all)")
-    parser.add_argument("--threads", type=int, default=1, help="llama.cpp's threads (default 1)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads of each engine: llama.cpp's --n_threads and the native language server's "
+                             "OMP_NUM_THREADS (default 1)")
     args = parser.parse_args(argv)
+    # The same number of threads for both engines; on a shared machine two-thread OpenMP
+    # teams suffer from other jobs far more than one thread does, which would time that.
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
     missing = llamacpp_missing()
     if missing:
         raise SystemExit(f"llamacpp_latency: {missing}")
