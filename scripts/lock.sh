@@ -17,6 +17,10 @@ trap 'rm -rf "$(dirname "$venv")"' EXIT
 "$PY" -m venv "$venv"
 "$venv/bin/pip" install -q torch==2.13.0
 "$venv/bin/pip" install -q -e ".[dev]"
+# The llamacpp extra as setup installs it (the same CMake options: see scripts/setup.sh).
+CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF \
+-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF" \
+CMAKE_BUILD_PARALLEL_LEVEL=2 "$venv/bin/pip" install -q -e ".[llamacpp]"
 "$venv/bin/pip" install -q --no-deps codegeex==1.0
 {
   echo "# The lock: exact versions of every Python dependency that CI tested (Python 3.11, Linux x86_64)."

@@ -16,6 +16,16 @@ LOCK=(-c constraints.txt)
 # "torch" requirement could pull a multi-GB CUDA build.
 .venv/bin/pip install -q "${LOCK[@]}" torch==2.13.0
 .venv/bin/pip install -q "${LOCK[@]}" -e ".[dev]"
+# The llamacpp extra: llama.cpp's server (llama-cpp-python) and gguf, for the tests of the
+# openai backend against it. pip builds llama.cpp from source with cmake and the C++ compiler
+# (20 min measured: 1221 s with the download, 2 cores shared at load average ~10) and caches
+# the wheel, so only the first setup on a machine pays (13 s from the cache). The cache does
+# not key on CMAKE_ARGS: to rebuild with other options, add --no-cache-dir. Only the CPU library is built: no tools, tests, examples or
+# multimodal library; AVX2/FMA/F16C without -march=native (an AVX-512 build of this version
+# crashed here on q8_0 weights).
+CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF \
+-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF" \
+CMAKE_BUILD_PARALLEL_LEVEL=2 .venv/bin/pip install -q "${LOCK[@]}" -e ".[llamacpp]"
 # The reference implementation, for parity tests only (its own deps are not needed).
 .venv/bin/pip install -q "${LOCK[@]}" --no-deps codegeex==1.0
 

@@ -16,13 +16,18 @@ over-counts typical code, so prompt budgets err on the safe side.
 both are known exactly (the context given or listed by the server as
 ``max_model_len``, tokens counted exactly): the native engine stops at the context's
 end as well, where vLLM would refuse the whole request.
+
+What kind of server it is (llama-cpp-python's quirks: ``n`` ignored, its own sampling
+defaults, a broken ``suffix``) is probed once and remembered: see ``openai_server.py``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
@@ -33,12 +38,17 @@ from typing import Any
 import httpx
 
 from codeglm.backends.base import BackendError, CancelToken, Completion, GenerationRequest
+from codeglm.backends.openai_server import GENERIC, ServerDialect, probe_dialect
 from codeglm.inference.text_rules import Sample, first_stop
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 DEFAULT_CONTEXT = 2048
 BYTES_PER_TOKEN_ESTIMATE = 3
 MAX_RETRY_AFTER = 30.0
+# After a failed probe of what the server is, wait this long before probing again (a host
+# that drops packets would otherwise cost a connect timeout at every look).
+PROBE_AGAIN_AFTER = 10.0
+CONTEXT_IN_ERROR = re.compile(r"maximum context length is (\d+) tokens")
 
 
 def api_root(url: str) -> str:
@@ -78,21 +88,24 @@ class OpenAIBackend:
         tokenizer: str | None = None,
         context: int | None = None,
         api_key_env: str = "OPENAI_API_KEY",
-        fim: bool = False,
+        fim: bool | None = None,
     ) -> None:
         self.root = api_root(url)
         self._model = model
         self.name = f"openai:{url}" + (f"#{model}" if model else "")
         self.retries = retries
         self.backoff = backoff
-        self.supports_fim = fim
+        self._fim = fim
+        self._dialect: ServerDialect | None = None
+        self._probe_failed_at = -math.inf
         self._context = context
         self._context_known = context is not None
         self._tokenizer_path = tokenizer
         self._count: Callable[[str], int] | None = None
         api_key = os.environ.get(api_key_env)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), headers=headers)
+        self._new_client = lambda: httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), headers=headers)
+        self._client = self._new_client()
 
     # --- the server's facts, asked for lazily ---------------------------------------
 
@@ -112,6 +125,40 @@ class OpenAIBackend:
         except (ValueError, KeyError, TypeError) as error:
             raise BackendError(f"{self.root}/models did not answer with a model list: {error}") from error
         return [m for m in data if isinstance(m, dict) and "id" in m]
+
+    @property
+    def dialect(self) -> ServerDialect:
+        """What the server is (probed once; see ``openai_server.py``). While the server
+        cannot be reached, the generic dialect stands in and the probe is tried again
+        next time, so a server started after the backend is still identified."""
+        if self._dialect is None:
+            if time.monotonic() - self._probe_failed_at < PROBE_AGAIN_AFTER:
+                return ServerDialect(kind=GENERIC)
+            server_root = self.root.removesuffix("/v1")
+            try:
+                self._dialect = probe_dialect(
+                    lambda path, body: self._client.post(server_root + path, json=body), self.model
+                )
+            except (httpx.TransportError, BackendError):
+                self._probe_failed_at = time.monotonic()
+                return ServerDialect(kind=GENERIC)
+        return self._dialect
+
+    @property
+    def supports_fim(self) -> bool:
+        """``fim=true``/``false`` as given; by default, whether the server takes a FIM prompt
+        the backend can lay out itself (the model's FIM markers found by probing)."""
+        if self._fim is not None:
+            return self._fim
+        return self.dialect.fim_markers is not None
+
+    def _prompt_text(self, request: GenerationRequest) -> str:
+        """The prompt as sent: with a suffix and client-side FIM markers, prefix-suffix-middle."""
+        markers = self.dialect.fim_markers
+        if request.suffix is not None and self.supports_fim and markers is not None:
+            before, after, middle = markers
+            return f"{before}{request.prompt}{after}{request.suffix}{middle}"
+        return request.prompt
 
     @property
     def context_length(self) -> int:
@@ -143,10 +190,13 @@ class OpenAIBackend:
                 raise BackendError(f"cannot read the tokenizer {file}: {error}") from error
             return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
         server_root = self.root.removesuffix("/v1")
+        dialect = self.dialect
 
         @lru_cache(maxsize=256)
         def ask_server(text: str) -> int:
-            response = self._client.post(f"{server_root}/tokenize", json={"model": self.model, "prompt": text})
+            response = self._client.post(
+                f"{server_root}{dialect.count_path}", json={"model": self.model, dialect.count_field: text}
+            )
             response.raise_for_status()
             return int(response.json()["count"])
 
@@ -180,10 +230,9 @@ class OpenAIBackend:
                     response.read()
                 if response.status_code not in RETRY_STATUSES:
                     response.close()
-                    raise BackendError(
-                        f"the server at {url} refused the request (HTTP {response.status_code}): "
-                        f"{_error_message(response)}"
-                    )
+                    message = _error_message(response)
+                    self._learn_context(message)
+                    raise BackendError(f"the server at {url} refused the request (HTTP {response.status_code}): {message}")
                 problem = f"HTTP {response.status_code}: {_error_message(response)}"
                 retry_after = response.headers.get("retry-after", "")
                 if retry_after.replace(".", "", 1).isdigit():
@@ -196,6 +245,16 @@ class OpenAIBackend:
             f"{'s' if attempts > 1 else ''} ({problem}): check that the server is running and that the URL "
             "in the backend string openai:URL#MODEL is right"
         )
+
+    def _learn_context(self, message: str) -> None:
+        """Take the context length from a refusal that states it ("This model's maximum
+        context length is N tokens": vLLM, llama-cpp-python and serve-api word it so), so
+        later prompts are budgeted and clipped against it: llama-cpp-python lists no
+        context anywhere else."""
+        stated = CONTEXT_IN_ERROR.search(message)
+        if stated:
+            self._context = int(stated.group(1))
+            self._context_known = True
 
     @staticmethod
     def _sleep(seconds: float, cancel: CancelToken | None) -> None:
@@ -212,8 +271,8 @@ class OpenAIBackend:
         context = self.context_length
         if not self._context_known:
             return wanted
-        sent = request.prompt
-        if request.suffix is not None and self.supports_fim:
+        sent = self._prompt_text(request)
+        if request.suffix is not None and self.supports_fim and self.dialect.fim_markers is None:
             sent += request.suffix
         used = self.count_tokens(sent)
         if self._count is estimate_tokens:  # an estimate could cut a completion short
@@ -224,9 +283,11 @@ class OpenAIBackend:
 
     def _body(self, request: GenerationRequest, n: int, stream: bool) -> dict[str, Any]:
         params = request.params
+        dialect = self.dialect
         body: dict[str, Any] = {
+            **dialect.neutral_sampling,  # what "off" means to this server, unless asked otherwise below
             "model": self.model,
-            "prompt": request.prompt,
+            "prompt": self._prompt_text(request),
             "max_tokens": self._max_tokens(request),
             "temperature": params.temperature,
             "top_p": params.top_p,
@@ -239,7 +300,7 @@ class OpenAIBackend:
             body["seed"] = params.seed
         if params.top_k:
             body["top_k"] = params.top_k  # an extension vLLM, llama.cpp and serve-api accept
-        if request.suffix is not None and self.supports_fim:
+        if request.suffix is not None and self.supports_fim and dialect.fim_markers is None:
             body["suffix"] = request.suffix
         return body
 
@@ -256,6 +317,8 @@ class OpenAIBackend:
                     payload = line[5:].strip()
                     if payload == "[DONE]":
                         return
+                    if not payload:
+                        continue  # llama-cpp-python's keep-alive pings
                     event = json.loads(payload)
                     if isinstance(event, dict) and "error" in event:
                         error = event["error"]
@@ -266,6 +329,16 @@ class OpenAIBackend:
                 raise BackendError(f"the connection to {self.root} broke during generation: {error}") from error
             except json.JSONDecodeError as error:
                 raise BackendError(f"the server at {self.root} sent a malformed stream event: {error}") from error
+            if not (cancel is not None and cancel.cancelled):
+                # llama-cpp-python ends the stream this way when generation fails (a prompt
+                # longer than its context, say): no error event, no [DONE]; and it resets
+                # that connection, which httpx would hand to the next request from its pool.
+                self._client.close()
+                self._client = self._new_client()
+                raise BackendError(
+                    f"the server at {self.root} ended the stream before it was done (no [DONE]): "
+                    "generation failed on the server; its log says why"
+                )
 
         try:
             yield events()
@@ -275,6 +348,8 @@ class OpenAIBackend:
     # --- Backend ------------------------------------------------------------------------
 
     def generate(self, request: GenerationRequest, cancel: CancelToken | None = None) -> list[Completion]:
+        if request.n > 1 and self.dialect.one_choice_per_request:
+            return self._generate_one_by_one(request, cancel)
         if cancel is None and request.finished is None:
             return self._generate_whole(request)
         samples = [Sample(request.stop, request.finished) for _ in range(request.n)]
@@ -292,12 +367,27 @@ class OpenAIBackend:
                     break
         return [sample.completion(self.count_tokens(sample.text)) for sample in samples]
 
+    def _generate_one_by_one(self, request: GenerationRequest, cancel: CancelToken | None) -> list[Completion]:
+        """``n`` samples from a server that answers one choice per request: one request
+        each, sample k seeded ``seed + k`` (as serve-api does for such backends)."""
+        completions: list[Completion] = []
+        for k in range(request.n):
+            seed = None if request.params.seed is None else request.params.seed + k
+            one = dataclasses.replace(request, n=1, params=dataclasses.replace(request.params, seed=seed))
+            if cancel is not None and cancel.cancelled:
+                completions.append(Completion(text="", finish_reason="cancelled", generated_tokens=0))
+                continue
+            completions += self.generate(one, cancel)
+        return completions
+
     def _generate_whole(self, request: GenerationRequest) -> list[Completion]:
         response = self._request("POST", "/completions", self._body(request, request.n, stream=False))
         try:
-            choices = sorted(response.json()["choices"], key=lambda c: int(c.get("index", 0)))
+            answer = response.json()
+            choices = sorted(answer["choices"], key=lambda c: int(c.get("index", 0)))
         except (ValueError, KeyError, TypeError) as error:
             raise BackendError(f"the server at {self.root} sent a malformed completion: {error}") from error
+        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
         completions = []
         for choice in choices[: request.n]:
             text = str(choice.get("text") or "")
@@ -305,7 +395,19 @@ class OpenAIBackend:
             cut = first_stop(text, request.stop)  # in case the server ignored the stop strings
             if cut is not None:
                 text, reason = text[:cut], "stop"
-            completions.append(Completion(text=text, finish_reason=reason, generated_tokens=self.count_tokens(text)))
+            # One choice, text as the server made it: its own count of what it generated is
+            # exact, where counting the text again may not be (a model's tokens need not be
+            # the ones its tokenizer would choose for that text).
+            served = usage.get("completion_tokens")
+            if len(choices) == 1 and cut is None and isinstance(served, int):
+                tokens = served
+            else:
+                tokens = self.count_tokens(text)
+            completions.append(Completion(text=text, finish_reason=reason, generated_tokens=tokens))
+        if len(completions) < request.n:
+            raise BackendError(
+                f"the server at {self.root} answered {len(completions)} of the {request.n} samples asked for (n)"
+            )
         return completions
 
     def stream(self, request: GenerationRequest, cancel: CancelToken | None = None) -> Generator[str, None, Completion]:

@@ -91,7 +91,8 @@ OPTIONS: dict[str, dict[str, tuple[Callable[[str], OptionValue], str]]] = {
         "tokenizer": (str, "local tokenizer.json or directory for exact token counts"),
         "context": (_positive_int, "context length in tokens (default: the server's, else 2048)"),
         "api_key_env": (str, "environment variable holding the API key (default OPENAI_API_KEY)"),
-        "fim": (_parse_bool, "send `suffix` for fill-in-the-middle (default false)"),
+        "fim": (_parse_bool, "fill-in-the-middle: true sends `suffix`, false never; by default only where the "
+                "server is probed to take a FIM prompt laid out with the model's markers (llama-cpp-python)"),
     },
 }
 KINDS = tuple(OPTIONS)
