@@ -7,11 +7,12 @@
 // 1. Python file: type, wait for ghost text, accept with Tab, save, check the file.
 // 2. Python file: an explicit trigger (Trigger Inline Suggestion) gets several candidates;
 //    Alt+] / Alt+[ (Show Next / Previous Inline Suggestion) cycle them; Tab takes the second.
-// 2b. Java file: type, wait for ghost text, accept one word with Ctrl+Right.
-// 3. "CodeGeeX: Translate File..." on the Java file -> a Python file opens beside it.
-// 4. Clicking the status bar item toggles completion (disabled / ready).
-// 5. SIGKILL the server: the status bar says it restarts, a new server comes up, ghost text works.
-// 6. After shutdown: every ghost text shown is in the server's answers (client LSP trace).
+// 3. Java file: type, wait for ghost text, accept one word with Ctrl+Right.
+// 4. "CodeGeeX: Translate File..." on the Java file -> a Python file opens beside it.
+// 5. Clicking the status bar item toggles completion (disabled / ready).
+// 6. SIGKILL the server: the status bar says it restarts, a new server comes up, ghost text works.
+// 7. After shutdown: every ghost text shown is in the server's answers (client LSP trace), the
+//    explicit request got both cycled candidates, requests while typing one item each.
 // Ends with "N passed, N failed". Env: VSCODE_E2E_DIR (setup.sh's dir), VSCODE_E2E_TOOLS.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -57,6 +58,27 @@ const JAVA_TYPED = RANDOM_MODEL ? '// return' : 'return';
 const results = []; // [name, ok, detail]
 let server; let browser; let page; let ws;
 const ghostTexts = [];
+const cycled = []; // the candidates shown one after the other in cycle.py
+
+/**
+ * The inlineCompletion requests in the client's verbose LSP trace, each with its
+ * answer: [{ params, result }] (result null when it was cancelled or failed).
+ */
+function inlineCompletionExchanges(trace) {
+  // a message is '[Trace - TIME] Sending request 'METHOD - (ID)'.' then 'Params: {' ... '}' (pretty JSON)
+  const json = (at) => {
+    if (trace[at] !== '{') return null; // e.g. 'Result: null'
+    return JSON.parse(trace.slice(at, trace.indexOf('\n}', at) + 2));
+  };
+  const out = [];
+  for (const m of trace.matchAll(/Sending request 'textDocument\/inlineCompletion - \((\d+)\)'\.\nParams: /g)) {
+    // (ids start again with a restarted client: take the first answer after the request)
+    const after = m.index + m[0].length;
+    const reply = new RegExp(`Received response 'textDocument/inlineCompletion - \\(${m[1]}\\)' in \\d+ms\\.\\nResult: `).exec(trace.slice(after));
+    out.push({ params: json(after), result: reply ? json(after + reply.index + reply[0].length) : null });
+  }
+  return out;
+}
 
 async function step(name, fn) {
   const t = Date.now();
@@ -127,6 +149,7 @@ try {
       'codeglm.pythonPath': VENV_PYTHON,
       'codeglm.backend': backend,
       'codeglm.debounceMs': 50,
+      'codeglm.candidates': 3,
       'codeglm.maxTokens': 24,
       'codeglm.trace.server': 'verbose',
       'workbench.colorTheme': 'Default Dark Modern',
@@ -187,6 +210,7 @@ if (!failedEarly) {
     log(`candidate 1: ${JSON.stringify(first)}`);
     if (!first.trim()) throw new Error('the ghost text is blank');
     ghostTexts.push(first);
+    cycled.push(first);
     await page.screenshot({ path: shot('candidate-1.png') });
     const ghostNow = async () => {
       const ed = SELECTORS.activeEditor;
@@ -201,6 +225,7 @@ if (!failedEarly) {
     }, 20000);
     log(`candidate 2: ${JSON.stringify(second)}`);
     ghostTexts.push(second);
+    cycled.push(second);
     await page.screenshot({ path: shot('candidate-2.png') });
     await page.keyboard.press('Alt+BracketLeft');
     await waitFor('the first candidate again after Show Previous Inline Suggestion', async () => (await ghostNow()) === first, 20000)
@@ -340,6 +365,17 @@ if (!failedEarly) {
       const needle = JSON.stringify(g.split('\n')[0].trimEnd()).slice(1, -1);
       if (!trace.includes(needle)) throw new Error(`ghost text ${JSON.stringify(g)} is not in any server answer`);
     }
+    // the cycled candidates: one explicit request (trigger kind 1 = Invoked) answered with
+    // both; requests while typing (2 = Automatic) get one item each
+    const requests = inlineCompletionExchanges(trace);
+    const explicit = requests.filter((r) => r.params.context.triggerKind === 1 && r.params.textDocument.uri.endsWith('/cycle.py'));
+    const firstLine = (t) => t.split('\n')[0].trimEnd();
+    const both = explicit.find((r) => r.result && cycled.every((g) => r.result.items.some((i) => firstLine(i.insertText) === firstLine(g))));
+    if (!both) throw new Error(`no explicit request for cycle.py answered with both cycled candidates (${explicit.length} explicit requests)`);
+    log(`the explicit request answered ${both.result.items.length} items`);
+    const many = requests.filter((r) => r.params.context.triggerKind === 2 && r.result && r.result.items.length > 1);
+    if (many.length) throw new Error(`automatic requests answered with several items: ${JSON.stringify(many[0].result)}`);
+    if (!/"candidates": 3/.test(trace)) throw new Error('the candidates setting is not in what the extension sent the server');
   });
 }
 results.push(['no processes left behind', stray.length === 0, stray.length ? `stray pids ${stray}` : undefined]);
