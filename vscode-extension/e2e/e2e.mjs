@@ -5,11 +5,14 @@
 //   node e2e/e2e.mjs EXTENSION.vsix ARTIFACTS_DIR [DOCS_SCREENSHOT]
 //
 // 1. Python file: type, wait for ghost text, accept with Tab, save, check the file.
-// 2. Java file: type, wait for ghost text, accept one word with Ctrl+Right.
-// 3. "CodeGeeX: Translate File..." on the Java file -> a Python file opens beside it.
-// 4. Clicking the status bar item toggles completion (disabled / ready).
-// 5. SIGKILL the server: the status bar says it restarts, a new server comes up, ghost text works.
-// 6. After shutdown: every ghost text shown is in the server's answers (client LSP trace).
+// 2. Python file: an explicit trigger (Trigger Inline Suggestion) gets several candidates;
+//    Alt+] / Alt+[ (Show Next / Previous Inline Suggestion) cycle them; Tab takes the second.
+// 3. Java file: type, wait for ghost text, accept one word with Ctrl+Right.
+// 4. "CodeGeeX: Translate File..." on the Java file -> a Python file opens beside it.
+// 5. Clicking the status bar item toggles completion (disabled / ready).
+// 6. SIGKILL the server: the status bar says it restarts, a new server comes up, ghost text works.
+// 7. After shutdown: every ghost text shown is in the server's answers (client LSP trace), the
+//    explicit request got both cycled candidates, requests while typing one item each.
 // Ends with "N passed, N failed". Env: VSCODE_E2E_DIR (setup.sh's dir), VSCODE_E2E_TOOLS.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,7 +25,7 @@ const repo = path.resolve(extDir, '..');
 const tools = path.resolve(process.env.VSCODE_E2E_TOOLS || path.join(repo, '..', 'shared', 'tools', 'vscode-e2e'));
 const {
   log, startCodeServer, launchBrowser, openWorkbench, openFile, waitForStatusBarItem, waitForGhostText,
-  editorText, SELECTORS,
+  editorText, runCommand, SELECTORS,
 } = await import(pathToFileURL(path.join(tools, 'vscode-e2e.mjs')).href);
 const require = createRequire(import.meta.url);
 const { testBackend, VENV_PYTHON } = require(path.join(extDir, 'out', 'test', 'support', 'model.js'));
@@ -43,6 +46,11 @@ const PY_START = 'import os\n\n\ndef add(a, b):\n    """Return the sum of a and 
 // are valid. With a trained model (CODEGLM_TEST_BACKEND='', the README picture) it types code.
 const RANDOM_MODEL = testBackend() !== '';
 const PY_TYPED = RANDOM_MODEL ? '# return' : 'return';
+// A second Python file where the cursor is put after the comment: nothing typed, so the
+// only request is the explicit one (trigger kind Invoked: up to 3 candidates, the first
+// greedy, the others sampled with fixed seeds, so the same every time).
+const CYCLE_START = 'import os\n\n\ndef mul(a, b):\n    """Return the product of a and b."""\n    ';
+const CYCLE_TYPED = RANDOM_MODEL ? '# return' : 'return';
 const JAVA_START = 'public class Greeter {\n    public static int add(int a, int b) {\n        ';
 const JAVA_END = '\n    }\n}\n';
 const JAVA_TYPED = RANDOM_MODEL ? '// return' : 'return';
@@ -50,6 +58,27 @@ const JAVA_TYPED = RANDOM_MODEL ? '// return' : 'return';
 const results = []; // [name, ok, detail]
 let server; let browser; let page; let ws;
 const ghostTexts = [];
+const cycled = []; // the candidates shown one after the other in cycle.py
+
+/**
+ * The inlineCompletion requests in the client's verbose LSP trace, each with its
+ * answer: [{ params, result }] (result null when it was cancelled or failed).
+ */
+function inlineCompletionExchanges(trace) {
+  // a message is '[Trace - TIME] Sending request 'METHOD - (ID)'.' then 'Params: {' ... '}' (pretty JSON)
+  const json = (at) => {
+    if (trace[at] !== '{') return null; // e.g. 'Result: null'
+    return JSON.parse(trace.slice(at, trace.indexOf('\n}', at) + 2));
+  };
+  const out = [];
+  for (const m of trace.matchAll(/Sending request 'textDocument\/inlineCompletion - \((\d+)\)'\.\nParams: /g)) {
+    // (ids start again with a restarted client: take the first answer after the request)
+    const after = m.index + m[0].length;
+    const reply = new RegExp(`Received response 'textDocument/inlineCompletion - \\(${m[1]}\\)' in \\d+ms\\.\\nResult: `).exec(trace.slice(after));
+    out.push({ params: json(after), result: reply ? json(after + reply.index + reply[0].length) : null });
+  }
+  return out;
+}
 
 async function step(name, fn) {
   const t = Date.now();
@@ -120,6 +149,7 @@ try {
       'codeglm.pythonPath': VENV_PYTHON,
       'codeglm.backend': backend,
       'codeglm.debounceMs': 50,
+      'codeglm.candidates': 3,
       'codeglm.maxTokens': 24,
       'codeglm.trace.server': 'verbose',
       'workbench.colorTheme': 'Default Dark Modern',
@@ -129,6 +159,7 @@ try {
   ws = path.join(server.tmp, 'workspace');
   fs.mkdirSync(ws);
   fs.writeFileSync(path.join(ws, 'calc.py'), PY_START);
+  fs.writeFileSync(path.join(ws, 'cycle.py'), CYCLE_START + CYCLE_TYPED + '\n');
   fs.writeFileSync(path.join(ws, 'Greeter.java'), JAVA_START + JAVA_END);
   browser = await launchBrowser({ tmp: server.tmp, viewport: { width: 1280, height: 720 } });
   page = browser.page;
@@ -165,6 +196,55 @@ if (!failedEarly) {
     await waitFor('the accepted text saved to calc.py', () => fs.readFileSync(file, 'utf8').startsWith(want), 10000)
       .catch(() => { throw new Error(`calc.py on disk:\n${fs.readFileSync(file, 'utf8')}\nwanted it to start with:\n${want}`); });
     await page.screenshot({ path: shot('accepted-python.png') });
+  });
+
+  await step('python: an explicit trigger offers several candidates, cycled with Show Next/Previous Inline Suggestion', async () => {
+    await openFile(page, 'cycle.py');
+    // the cursor at the end of the comment line (line 6), nothing typed: no automatic request
+    await page.keyboard.press('Control+Home');
+    for (let i = 0; i < 5; i++) await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('End');
+    // editor.action.inlineSuggest.trigger: the provider gets trigger kind Invoke
+    await runCommand(page, 'Trigger Inline Suggestion');
+    const first = await waitForGhostText(page, { timeout: 120000, retriggerMs: 8000 });
+    log(`candidate 1: ${JSON.stringify(first)}`);
+    if (!first.trim()) throw new Error('the ghost text is blank');
+    ghostTexts.push(first);
+    cycled.push(first);
+    await page.screenshot({ path: shot('candidate-1.png') });
+    const ghostNow = async () => {
+      const ed = SELECTORS.activeEditor;
+      const line = (await page.locator(`${ed} .ghost-text-decoration`).allInnerTexts()).join('');
+      const more = await page.locator(`${ed} .ghost-text`).allInnerTexts();
+      return [line, ...more].join('\n').replace(/\u00a0/g, ' ');
+    };
+    // Alt+] = editor.action.inlineSuggest.showNext, Alt+[ = showPrevious (VS Code's own keys)
+    await page.keyboard.press('Alt+BracketRight');
+    const second = await waitFor('a different candidate after Show Next Inline Suggestion', async () => {
+      const g = await ghostNow(); return g.trim() && g !== first ? g : null;
+    }, 20000);
+    log(`candidate 2: ${JSON.stringify(second)}`);
+    ghostTexts.push(second);
+    cycled.push(second);
+    await page.screenshot({ path: shot('candidate-2.png') });
+    await page.keyboard.press('Alt+BracketLeft');
+    await waitFor('the first candidate again after Show Previous Inline Suggestion', async () => (await ghostNow()) === first, 20000)
+      .catch(async () => { throw new Error(`after Show Previous the ghost text is ${JSON.stringify(await ghostNow())}, not ${JSON.stringify(first)}`); });
+    log('Show Previous: candidate 1 again');
+    await page.keyboard.press('Alt+BracketRight');
+    await waitFor('the second candidate again', async () => (await ghostNow()) === second, 20000)
+      .catch(async () => { throw new Error(`after Show Next the ghost text is ${JSON.stringify(await ghostNow())}, not ${JSON.stringify(second)}`); });
+    // accept the second: the document gets it, not the first
+    await page.keyboard.press('Tab');
+    await waitFor('the ghost text gone after Tab',
+      async () => (await page.locator(`${SELECTORS.activeEditor} :is(${SELECTORS.ghostText})`).count()) === 0, 10000);
+    await page.keyboard.press('Control+S');
+    const file = path.join(ws, 'cycle.py');
+    const want = CYCLE_START + CYCLE_TYPED + second.split('\n')[0];
+    await waitFor('the second candidate saved to cycle.py', () => fs.readFileSync(file, 'utf8').startsWith(want), 10000)
+      .catch(() => { throw new Error(`cycle.py on disk:\n${fs.readFileSync(file, 'utf8')}\nwanted it to start with:\n${want}`); });
+    if (fs.readFileSync(file, 'utf8').includes(CYCLE_TYPED + first.split('\n')[0])) throw new Error('the first candidate was inserted');
+    await page.screenshot({ path: shot('accepted-candidate-2.png') });
   });
 
   await step('java: ghost text from the real server, one word accepted with Ctrl+Right', async () => {
@@ -285,6 +365,17 @@ if (!failedEarly) {
       const needle = JSON.stringify(g.split('\n')[0].trimEnd()).slice(1, -1);
       if (!trace.includes(needle)) throw new Error(`ghost text ${JSON.stringify(g)} is not in any server answer`);
     }
+    // the cycled candidates: one explicit request (trigger kind 1 = Invoked) answered with
+    // both; requests while typing (2 = Automatic) get one item each
+    const requests = inlineCompletionExchanges(trace);
+    const explicit = requests.filter((r) => r.params.context.triggerKind === 1 && r.params.textDocument.uri.endsWith('/cycle.py'));
+    const firstLine = (t) => t.split('\n')[0].trimEnd();
+    const both = explicit.find((r) => r.result && cycled.every((g) => r.result.items.some((i) => firstLine(i.insertText) === firstLine(g))));
+    if (!both) throw new Error(`no explicit request for cycle.py answered with both cycled candidates (${explicit.length} explicit requests)`);
+    log(`the explicit request answered ${both.result.items.length} items`);
+    const many = requests.filter((r) => r.params.context.triggerKind === 2 && r.result && r.result.items.length > 1);
+    if (many.length) throw new Error(`automatic requests answered with several items: ${JSON.stringify(many[0].result)}`);
+    if (!/"candidates": 3/.test(trace)) throw new Error('the candidates setting is not in what the extension sent the server');
   });
 }
 results.push(['no processes left behind', stray.length === 0, stray.length ? `stray pids ${stray}` : undefined]);

@@ -14,6 +14,8 @@ export interface ExtensionSettings {
   temperature: number;
   /** Pause after typing before a completion is asked for, in milliseconds. */
   debounceMs: number;
+  /** Distinct completions asked for when the user triggers one explicitly (cycled with Alt+] / Alt+[). */
+  candidates: number;
   /** VS Code language ids completion runs for; ['*'] = every language the server supports. */
   enabledLanguages: string[];
   /** Restarts after crashes allowed within `restartWindowMs` before the extension gives up. */
@@ -29,6 +31,7 @@ export const DEFAULT_SETTINGS: Readonly<ExtensionSettings> = Object.freeze({
   maxTokens: 64,
   temperature: 0,
   debounceMs: 150,
+  candidates: 3,
   enabledLanguages: ['*'],
   maxRestarts: 5,
   logLevel: 'info',
@@ -77,6 +80,7 @@ export function readSettings(get: SettingsGetter): ExtensionSettings {
     maxTokens: integer(get('maxTokens'), d.maxTokens, 1, 2048),
     temperature: number(get('temperature'), d.temperature, 0, 2),
     debounceMs: integer(get('debounceMs'), d.debounceMs, 0, 10_000),
+    candidates: integer(get('candidates'), d.candidates, 1, 8),
     enabledLanguages: languageList(get('enabledLanguages')),
     maxRestarts: integer(get('server.maxRestarts'), d.maxRestarts, 0, 100),
     logLevel: LOG_LEVELS.includes(level as never) ? (level as ExtensionSettings['logLevel']) : d.logLevel,
@@ -91,6 +95,8 @@ export interface ServerSettings {
   temperature: number;
   /** The client already waits `debounceMs` before asking; the server must not wait again. */
   debounceMs: number;
+  /** Items for an explicit (Invoked) inline completion request; one while typing. */
+  candidates: number;
   enabledLanguages: string[] | null;
 }
 
@@ -101,6 +107,7 @@ export function serverSettings(s: ExtensionSettings): ServerSettings {
     maxTokens: s.maxTokens,
     temperature: s.temperature,
     debounceMs: 0,
+    candidates: s.candidates,
     enabledLanguages: s.enabledLanguages.includes('*') ? null : s.enabledLanguages,
   };
 }

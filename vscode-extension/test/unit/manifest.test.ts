@@ -24,7 +24,7 @@ test('the six commands are contributed under the CodeGeeX category', () => {
 test('every setting has a description, and the ones the issue names exist', () => {
   const props = manifest.contributes.configuration.properties as Record<string, { description?: string; markdownDescription?: string }>;
   for (const key of ['codeglm.backend', 'codeglm.pythonPath', 'codeglm.maxTokens', 'codeglm.temperature',
-    'codeglm.debounceMs', 'codeglm.enabledLanguages']) assert.ok(props[key], key);
+    'codeglm.debounceMs', 'codeglm.enabledLanguages', 'codeglm.candidates']) assert.ok(props[key], key);
   for (const [key, p] of Object.entries(props)) assert.ok((p.description ?? p.markdownDescription ?? '').length > 20, key);
 });
 

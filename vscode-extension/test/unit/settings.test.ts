@@ -13,11 +13,11 @@ test('no settings give the defaults', () => {
 test('settings become the server section the Python server reads', () => {
   const s = from({
     backend: ' native:/models/codegeex ', maxTokens: 128, temperature: 0.2, debounceMs: 300,
-    enabledLanguages: ['Python', 'java'], enabled: false,
+    enabledLanguages: ['Python', 'java'], enabled: false, candidates: 5,
   });
   assert.deepEqual(serverSettings(s), {
     backend: 'native:/models/codegeex', enabled: false, maxTokens: 128, temperature: 0.2,
-    debounceMs: 0, enabledLanguages: ['python', 'java'],
+    debounceMs: 0, candidates: 5, enabledLanguages: ['python', 'java'],
   });
 });
 
@@ -35,6 +35,10 @@ test('out-of-range and mistyped values fall back or are clamped', () => {
   assert.deepEqual(s.enabledLanguages, ['*']);
   assert.equal(s.logLevel, 'info');
   assert.equal(from({ maxTokens: 12.6 }).maxTokens, 13);
+  // the server accepts 1..8 candidates
+  assert.equal(from({ candidates: 0 }).candidates, 1);
+  assert.equal(from({ candidates: 20 }).candidates, 8);
+  assert.equal(from({ candidates: 'many' }).candidates, 3);
 });
 
 test('server launch: python -m lsp with log level, and the backend only when set', () => {
