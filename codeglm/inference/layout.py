@@ -58,8 +58,9 @@ def use_decode_layout(model: nn.Module) -> None:
     if float_gemv() is None:
         store_linear_weights_transposed(model)
     # else the AVX2 kernel takes every one-row product of an (out, in) weight, the logits'
-    # included: as fast as oneDNN on the (in, out) layout for Qwen2.5-Coder's 151936 x 896
-    # and 1.5x faster for StarCoder's and CodeGeeX's (measured side by side, 2026-12-05),
+    # included: as fast as oneDNN on the (in, out) layout for Qwen2.5-Coder's 151936 x 896,
+    # 1.3x faster for StarCoder's 49152 x 2048 and 1.15x for CodeGeeX's 52224 x 768
+    # (one row, best of 25 side by side on an idle machine, 2026-12-05),
     # and the embedding that shares the weight gathers contiguous rows (a prefill of
     # 600 tokens spent 0.2 s gathering strided ones).
     use_onednn_linears(model)
