@@ -44,6 +44,7 @@ from functools import partial
 import torch
 
 from codeglm.backends.base import SamplingParams
+from codeglm.inference import model_thread
 from codeglm.inference.engine import Engine
 from codeglm.inference.quantize import linear_bytes, measure_int8_effect, quantize_int8
 from codeglm.model.codegeex import CodeGeeXForCausalLM, output_cache
@@ -438,4 +439,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Everything on the model thread, transformers' generate() and the reference paths
+    # included: the engine runs its steps there, and a second thread with an OpenMP
+    # team of its own would make libgomp sleep between parallel regions for both
+    # (codeglm/inference/model_thread.py): the engine measured 25-40% slow beside it.
+    model_thread.run(main)
