@@ -42,6 +42,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_answering(process: subprocess.Popen, url: str, seconds: float, timeout: float = 1) -> str | None:
+    """Poll ``url`` until it answers 200: None then, ``"exited"`` if ``process`` ended
+    first, ``"timed out"`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return "exited"
+        try:
+            if httpx.get(url, timeout=timeout).status_code == 200:
+                return None
+        except httpx.TransportError:
+            time.sleep(0.2)
+    return "timed out"
+
+
 class ServeApi:
     """``codeglm serve-api`` running for real in a subprocess on a loopback port."""
 
@@ -53,17 +68,12 @@ class ServeApi:
             [sys.executable, "-m", "codeglm.cli", "serve-api", "--backend", backend, "--port", str(self.port), *extra],
             cwd=PROJECT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"serve-api exited: {self.process.stderr.read() if self.process.stderr else ''}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("serve-api did not start within 60 s")
+        failure = wait_until_answering(self.process, f"{self.url}/health", 60)
+        if failure == "exited":
+            raise RuntimeError(f"serve-api exited: {self.process.stderr.read() if self.process.stderr else ''}")
+        if failure is not None:
+            self.stop()
+            raise RuntimeError("serve-api did not start within 60 s")
 
     def stats(self) -> dict:
         return httpx.get(f"{self.url}/stats", timeout=5).json()

@@ -14,13 +14,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
+from _backends_fixtures import free_port, wait_until_answering
 
 from codeglm.paths import tokenizer_dir
 
@@ -86,12 +84,6 @@ def as_llama_cpp_python_decodes(text: str) -> str:
     return text.replace("\ufffd", "")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LlamaCppServer:
     """``python -m llama_cpp.server`` for real, on a loopback port; ``kill()`` to make it die."""
 
@@ -106,17 +98,12 @@ class LlamaCppServer:
              "--n_threads", str(threads), "--n_threads_batch", str(threads), "--verbose", "false"],
             stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {self.process.returncode}: {self.log()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"llama_cpp.server did not answer within {START_TIMEOUT:.0f} s: {self.log()[-2000:]}")
+        failure = wait_until_answering(self.process, f"{self.url}/v1/models", START_TIMEOUT, timeout=2)
+        if failure == "exited":
+            raise RuntimeError(f"llama_cpp.server exited with {self.process.returncode}: {self.log()[-2000:]}")
+        if failure is not None:
+            self.stop()
+            raise RuntimeError(f"llama_cpp.server did not answer within {START_TIMEOUT:.0f} s: {self.log()[-2000:]}")
 
     def backend_spec(self, options: str = "retries=0&timeout=60") -> str:
         return f"openai:{self.url}/v1#{MODEL_ALIAS}" + (f"?{options}" if options else "")

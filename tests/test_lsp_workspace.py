@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from _backends_fixtures import make_tiny_model_dir
 from lsprotocol import types
 from pytest_lsp import LanguageClient, client_capabilities, make_test_lsp_client
 
@@ -30,22 +31,7 @@ SERVER_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from codeglm.model.codegeex import CodeGeeXForCausalLM
-    from codeglm.model.config import CodeGeeXConfig
-    from codeglm.model.tokenizer import load_tokenizer
-    from codeglm.paths import tokenizer_dir
-
-    directory = tmp_path_factory.mktemp("tiny-codegeex-ws")
-    torch.manual_seed(0)
-    config = CodeGeeXConfig(
-        vocab_size=50432, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=2048, tie_word_embeddings=True,
-    )
-    CodeGeeXForCausalLM(config).save_pretrained(directory)
-    load_tokenizer(tokenizer_dir()).save(directory)
-    return directory
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-codegeex-ws"), context=2048)
 
 
 @pytest.fixture(scope="module")
