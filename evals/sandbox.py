@@ -223,17 +223,14 @@ def kill_uid(uid: int) -> None:
 
 def _uid_has_processes(uid: int) -> bool:
     """Whether a live (not zombie) process of ``uid`` exists."""
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                if entry.stat().st_uid != uid:
-                    continue
-                with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                    state = handle.read().rsplit(b")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
-            if state != b"Z":
-                return True
+    for pid in uid_pids(uid):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                state = handle.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != b"Z":
+            return True
     return False
 
 
