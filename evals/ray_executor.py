@@ -4,11 +4,12 @@ Only the fan-out changes. The driver keeps everything else of ``evals.execute`` 
 resume, the append-only results file, the final rewrite, the progress bar): this module
 supplies a ``run_jobs`` with the local pool's signature. Each program still runs in the
 project's sandbox (``evals.execute._work``), on whichever node executes it, with a slot
-that worker process claims once (``acquire_slot`` + the slot guard, as a pool worker does).
+claimed once per Ray worker (``acquire_slot`` + the slot guard, as a pool worker does).
 
 Why one sample per task: a Ray task costs about 1 ms here (1000 empty tasks in 0.8 s on a
 one-CPU node), against 35 ms for the cheapest program (Python); one sample per task also
-makes a retry redo one sample only. The Task objects are small frozen dataclasses and
+makes a retry redo one sample only. Each Ray worker hands its samples to one spawned,
+single-threaded sandbox process of its own (``_sandbox_process`` says why). The Task objects are small frozen dataclasses and
 travel with each task; the dataset is never shipped.
 
 Ray is imported lazily, only here: ``codeglm[ray]`` is an optional extra.
@@ -17,10 +18,15 @@ Ray is imported lazily, only here: ``codeglm[ray]`` is an optional extra.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import secrets
 import socket
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -28,7 +34,7 @@ from typing import Any
 from evals import execute
 from evals.dataset import Task
 from evals.execute import REASON_CHARS, Job, JobRunner
-from evals.sandbox import acquire_slot, probe_isolation
+from evals.sandbox import probe_isolation
 from evals.toolchains import check_toolchain, prepare_shared_caches
 
 INSTALL_HINT = "pip install codeglm[ray]"
@@ -42,6 +48,8 @@ class RayUnavailable(RuntimeError):
 
 
 def import_ray() -> ModuleType:
+    """Ray, imported after ``_prepare_environment`` (Ray reads its settings at import)."""
+    _prepare_environment()
     try:
         import ray
     except ImportError as exc:
@@ -62,28 +70,52 @@ def job_runner(executor: str) -> JobRunner:
 # ---- the driver ------------------------------------------------------------------------------
 
 
-def connect(ray: ModuleType, workers: int | None) -> bool:
-    """Join the cluster at ``RAY_ADDRESS``, else start a local one with ``workers`` CPUs.
+def _prepare_environment() -> None:
+    """Settings Ray reads from the environment when it is imported and when it starts.
 
-    True when this call started Ray (the caller shuts it down). A local cluster gets no
-    dashboard, and no usage statistics are sent (``RAY_USAGE_STATS_ENABLED=0`` unless the
-    user set it: Ray reads it at start-up).
+    No usage statistics (``RAY_USAGE_STATS_ENABLED=0`` unless the user set it). For a
+    local cluster (no ``RAY_ADDRESS``), token authentication (Ray's default there: its
+    ports listen on every interface) with a token of this run's own, in the environment,
+    which the cluster's processes inherit: left to itself, Ray 2.60 writes a token to
+    ``~/.ray/auth_token``, and every later ``ray start`` on the machine then turns token
+    authentication on. Settings the user made are kept.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not os.environ.get("RAY_ADDRESS") and not {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"} & set(os.environ):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How this run reached Ray: ``initialized`` (it called ``ray.init``, so it shuts Ray
+    down at the end) and ``local`` (that started a cluster of its own, sized by ``workers``)."""
+
+    initialized: bool
+    local: bool
+
+
+def connect(ray: ModuleType, workers: int | None) -> Connection:
+    """Join the cluster at ``RAY_ADDRESS``, else start a local one with ``workers`` CPUs; a
+    caller that already called ``ray.init`` keeps its connection.
+
+    A local cluster gets no dashboard and sends no usage statistics (``_prepare_environment``).
     """
     if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        return Connection(False, False)
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
-    else:
-        ray.init(
-            address="local",
-            num_cpus=workers or os.cpu_count() or 1,
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=True,
-        )
-    return True
+        return Connection(True, False)
+    ray.init(
+        address="local",
+        num_cpus=workers or os.cpu_count() or 1,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+    )
+    return Connection(True, True)
 
 
 def run_jobs(
@@ -102,15 +134,15 @@ def run_jobs(
     if not jobs:
         return
     ray = import_ray()
-    started = connect(ray, workers)
+    connection = connect(ray, workers)
     try:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         limit = IN_FLIGHT_PER_CPU * cpus
-        if workers and not started:
+        if workers and not connection.local:
             limit = min(limit, workers)
         _drive(ray, jobs, limit, timeout, on_result, base_dir)
     finally:
-        if started:
+        if connection.initialized:
             ray.shutdown()
 
 
@@ -168,6 +200,7 @@ def _outcome(ray: ModuleType, ref: Any) -> tuple[str, str]:
 # ---- the worker (runs in a Ray worker process, on any node) ---------------------------------
 
 _CHECKED: dict[str, str | None] = {}
+_SANDBOX_PROCESS: list[ProcessPoolExecutor] = []  # at most one per Ray worker process
 
 
 def run_sample(task: Task, generation: str, timeout: float, base_dir: Path | None) -> tuple[str, str]:
@@ -177,8 +210,14 @@ def run_sample(task: Task, generation: str, timeout: float, base_dir: Path | Non
         problem = _toolchain_problem(task.language)
         if problem is not None:
             return "sandbox_error", f"{problem} (on node {node_name()})"[:REASON_CHARS]
-        _claim_slot(base_dir)
-        return execute._work(task, generation, timeout)
+        for attempt in range(2):  # a sandbox process that died is replaced once
+            try:
+                return _sandbox_process().submit(_work_in, base_dir, task, generation, timeout).result()
+            except BrokenProcessPool:
+                _SANDBOX_PROCESS.pop().shutdown(wait=False)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
     except Exception as exc:  # noqa: BLE001 - any harness failure is this sample's sandbox_error
         return "sandbox_error", f"{type(exc).__name__}: {exc} (on node {node_name()})"[:REASON_CHARS]
 
@@ -191,23 +230,36 @@ def _toolchain_problem(language: str) -> str | None:
     return _CHECKED[language]
 
 
-def _claim_slot(base_dir: Path | None) -> None:
-    """Once per worker process: this node's isolation, its shared caches, a sandbox slot
-    and the guard that kills the slot's programs when this worker dies (as the local pool's
-    initializer does). Ray reuses worker processes, so later samples find it ready."""
-    state = execute._WORKER
-    state["base_dir"] = base_dir
-    if "slot" in state:
-        return
+def _sandbox_process() -> ProcessPoolExecutor:
+    """The single-threaded process this Ray worker runs its samples in, started once.
+
+    Not the Ray worker itself: it has many threads (gRPC, Ray's own), and a sandbox forks
+    and runs Python between fork and exec (``preexec_fn``), which can deadlock in a child
+    of a threaded process on a lock another thread held. A spawned process has no such
+    threads; it is set up exactly as a local pool worker (``evals.execute._init_worker``:
+    a slot held until it exits, the slot guard, death with its parent), after the node's
+    own isolation probe and cache preparation.
+    """
+    if not _SANDBOX_PROCESS:
+        context = multiprocessing.get_context("spawn")
+        _SANDBOX_PROCESS.append(
+            ProcessPoolExecutor(1, mp_context=context, initializer=_init_sandbox_process, initargs=(os.getpid(),))
+        )
+    return _SANDBOX_PROCESS[0]
+
+
+def _init_sandbox_process(parent: int) -> None:
     isolation = probe_isolation()  # the node's own, not the driver's
     if isolation.reason:
         print(f"codeglm eval: sandbox on {node_name()}: {isolation.reason}", file=sys.stderr)
     prepare_shared_caches(isolation.switch_user)
-    slot = acquire_slot()
-    if isolation.switch_user:
-        execute._start_slot_guard(slot)
-    state["isolation"] = isolation
-    state["slot"] = slot
+    execute._init_worker(isolation, None, parent)
+
+
+def _work_in(base_dir: Path | None, task: Task, generation: str, timeout: float) -> tuple[str, str]:
+    """``evals.execute._work`` with this run's ``base_dir`` (one Ray worker may serve several runs)."""
+    execute._WORKER["base_dir"] = base_dir
+    return execute._work(task, generation, timeout)
 
 
 def node_name() -> str:
