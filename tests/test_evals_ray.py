@@ -331,3 +331,24 @@ def test_a_node_without_the_toolchain_gives_sandbox_error_naming_tool_and_node(
     for record in records[2:]:
         assert record["reason"].startswith("node not found"), record
         assert f"(on node {socket.gethostname()} (" in record["reason"], record
+
+
+@needs_root
+@pytest.mark.slow
+def test_a_task_lost_to_ray_after_its_retries_is_the_samples_sandbox_error(on_cluster: Cluster) -> None:
+    import ray
+
+    from evals.ray_executor import _outcome
+
+    ray.init(address=on_cluster.address, logging_level="WARNING")
+    try:
+
+        @ray.remote(num_cpus=1, max_retries=0)
+        def dies() -> tuple[str, str]:
+            os._exit(1)
+
+        status, reason = _outcome(ray, dies.remote())
+    finally:
+        ray.shutdown()
+    assert status == "sandbox_error"
+    assert reason.startswith("ray: WorkerCrashedError"), reason
