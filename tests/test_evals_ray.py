@@ -179,12 +179,17 @@ def _mutants(tasks: dict[str, Task]) -> list[tuple[str, str]]:
 # ---- the command line -------------------------------------------------------------------------
 
 
-def test_an_unknown_executor_is_refused_naming_the_option() -> None:
+@pytest.mark.parametrize("command", [["execute", "s.jsonl", "-o", "r.jsonl"], ["selfcheck"], ["translate", "execute", "d"]],
+                         ids=" ".join)
+def test_an_unknown_executor_is_refused_naming_the_option(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     from codeglm.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["eval", "execute", "s.jsonl", "-o", "r.jsonl", "--executor", "dask"])
+        main(["eval", *command, "--executor", "dask"])
     assert exit_info.value.code == 2
+    assert "argument --executor: invalid choice: 'dask'" in capsys.readouterr().err
 
 
 def test_without_ray_installed_the_ray_executor_says_how_to_get_it(tmp_path: Path) -> None:
