@@ -11,10 +11,13 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from codeglm.backends.options import add_backend_argument, add_max_tokens_argument
 from evals.dataset import load_tasks
+
+if TYPE_CHECKING:
+    from evals.execute import JobRunner
 
 
 def k_list(text: str) -> list[int]:
@@ -119,9 +122,23 @@ def sampling_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+EXECUTORS = ("local", "ray")
+
+
 def add_execution_arguments(parser: argparse.ArgumentParser, *, timeout: float = 10.0) -> None:
     parser.add_argument(
-        "--workers", type=positive_int, default=None, help="parallel sandboxes (default: one per core)"
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="parallel sandboxes (default: one per core; with --executor ray: the CPUs of the local Ray "
+        "started when RAY_ADDRESS is unset, else a cap on the samples in flight)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="where samples run: local (processes on this machine, the default) or ray (Ray tasks on the "
+        "cluster at RAY_ADDRESS, else on a local Ray; one sandbox per Ray CPU; needs codeglm[ray])",
     )
     parser.add_argument(
         "--timeout",
@@ -139,3 +156,16 @@ def add_k_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--k", type=k_list, default=[1, 10, 100], help="comma-separated k for pass@k (default 1,10,100)"
     )
+
+
+def executor_of(args: argparse.Namespace, command: str) -> JobRunner | None:
+    """The job runner ``--executor`` names; None (said on stderr, exit status 2 for the
+    caller) when it is ray and Ray is not installed."""
+    # Deferred: the executors pull in the sandbox and, for ray, Ray itself.
+    from evals.ray_executor import RayUnavailable, job_runner
+
+    try:
+        return job_runner(args.executor)
+    except RayUnavailable as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return None

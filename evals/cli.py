@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from evals.arguments import (
     add_k_argument,
     add_progress_argument,
     add_sampling_arguments,
+    executor_of,
     load_tasks_for,
     sampling_settings,
 )
@@ -149,13 +149,17 @@ def _execute(args: argparse.Namespace) -> int:
     if not args.samples.is_file():
         print(f"codeglm eval execute: no samples file {args.samples}", file=sys.stderr)
         return 1
+    executor = executor_of(args, "codeglm eval execute")
+    if executor is None:
+        return 2
     samples, _ = read_samples(args.samples)
     languages = parse_languages({s.task_id.split("/")[0] for s in samples}) if samples else []
-    if not _toolchains_ok(languages):
+    # With Ray the programs run on the cluster's nodes: each checks its own toolchains.
+    if args.executor == "local" and not _toolchains_ok(languages):
         return 1
     tasks = load_tasks_for(args, languages)
     summary = execute_file(
-        args.samples, args.output, tasks, args.workers or os.cpu_count(), args.timeout, not args.no_progress
+        args.samples, args.output, tasks, args.workers, args.timeout, not args.no_progress, executor=executor
     )
     print(
         f"execute: {summary.total} samples, {summary.executed} run now, {summary.reused} reused from "
@@ -214,10 +218,13 @@ def _selfcheck(args: argparse.Namespace) -> int:
     # Deferred: each subcommand imports only what it runs.
     from evals.selfcheck import print_table, selfcheck
 
+    executor = executor_of(args, "codeglm eval selfcheck")
+    if executor is None:
+        return 2
     languages = parse_languages(args.language)
-    if not _toolchains_ok(languages):
+    if args.executor == "local" and not _toolchains_ok(languages):
         return 1
     tasks = list(load_tasks_for(args, languages).values())
-    found, programs = selfcheck(tasks, args.workers, args.timeout, not args.no_progress)
+    found, programs = selfcheck(tasks, args.workers, args.timeout, not args.no_progress, executor)
     print_table(found, programs)
     return 0 if all(d.expected for d in found) else 1

@@ -299,16 +299,25 @@ class Job:
     generation: str
 
 
+# How jobs are run: ``run_jobs`` below (a process pool on this machine) or
+# ``evals.ray_executor.run_jobs`` (Ray tasks). Called as (jobs, workers, timeout, on_result,
+# base_dir); ``on_result(job, status, reason)`` runs in the caller's process as each job ends.
+# ``workers`` None: the runner's default.
+JobRunner = Callable[[list[Job], int | None, float, Callable[[Job, str, str], None], Path | None], None]
+
+
 def run_jobs(
     jobs: list[Job],
-    workers: int,
+    workers: int | None,
     timeout: float,
     on_result: Callable[[Job, str, str], None],
     base_dir: Path | None = None,
 ) -> None:
-    """Run ``jobs`` on ``workers`` processes, calling ``on_result`` in the parent as each ends."""
+    """Run ``jobs`` on ``workers`` processes (default: one per core), calling ``on_result``
+    in the parent as each ends."""
     if not jobs:
         return
+    workers = workers or os.cpu_count() or 1
     isolation = probe_isolation()
     if isolation.reason:
         print(f"codeglm eval: sandbox: {isolation.reason}", file=sys.stderr)
@@ -402,8 +411,14 @@ def execute_file(
     timeout: float = 10.0,
     progress: bool = True,
     base_dir: Path | None = None,
+    executor: JobRunner = run_jobs,
 ) -> ExecuteSummary:
-    """Execute every sample of ``samples_path`` not already in ``output``; rewrite ``output`` in order."""
+    """Execute every sample of ``samples_path`` not already in ``output``; rewrite ``output`` in order.
+
+    ``executor`` runs the jobs (``evals.ray_executor.job_runner`` picks one by name): the
+    local pool by default, or Ray; whichever runs them, this function alone reads and
+    writes the results file, so resume and the final order do not depend on the choice.
+    """
     started = time.monotonic()
     samples, problems = read_samples(samples_path, tasks)
     for problem in problems:
@@ -436,7 +451,7 @@ def execute_file(
                 bar.update(1)
 
         try:
-            run_jobs(jobs, workers or os.cpu_count() or 1, timeout, on_result, base_dir)
+            executor(jobs, workers, timeout, on_result, base_dir)
         finally:
             if bar is not None:
                 bar.close()

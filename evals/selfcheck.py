@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evals.dataset import Task
-from evals.execute import Result, execute_file, read_results
+from evals.execute import JobRunner, Result, execute_file, read_results, run_jobs
 
 # Known exceptions on this setup, with the patch table applied (docs/humaneval-x.md):
 # Rust/32's test is commented out in the dataset, so any compiling body passes it.
@@ -45,11 +45,13 @@ def disagreements(results: list[Result]) -> list[Disagreement]:
     return out
 
 
-def selfcheck(tasks: list[Task], workers: int | None, timeout: float, progress: bool = True) -> tuple[list[Disagreement], int]:
+def selfcheck(
+    tasks: list[Task], workers: int | None, timeout: float, progress: bool = True, executor: JobRunner = run_jobs
+) -> tuple[list[Disagreement], int]:
     with tempfile.TemporaryDirectory(prefix="codeglm-selfcheck-") as tmp:
         samples, results = Path(tmp) / "samples.jsonl", Path(tmp) / "results.jsonl"
         write_samples(tasks, samples)
-        execute_file(samples, results, {t.task_id: t for t in tasks}, workers, timeout, progress)
+        execute_file(samples, results, {t.task_id: t for t in tasks}, workers, timeout, progress, executor=executor)
 
         found = list(read_results(results).values())
     return disagreements(found), len(found)

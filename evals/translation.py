@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -37,6 +36,7 @@ from evals.arguments import (
     add_k_argument,
     add_progress_argument,
     add_sampling_arguments,
+    executor_of,
     load_tasks_for,
     sampling_settings,
 )
@@ -343,8 +343,12 @@ def _execute(args: argparse.Namespace) -> int:
     if not found:
         print(f"{COMMAND}: no <src>-to-<tgt>/samples.jsonl under {args.run_dir}", file=sys.stderr)
         return 1
+    executor = executor_of(args, COMMAND)
+    if executor is None:
+        return 2
     targets = sorted({pair.target for pair, _ in found})
-    missing = {lang: problem for lang in targets if (problem := check_toolchain(lang))}
+    # With Ray the programs run on the cluster's nodes: each checks its own toolchains.
+    missing = {lang: problem for lang in targets if args.executor == "local" and (problem := check_toolchain(lang))}
     for lang, problem in missing.items():
         print(f"{COMMAND}: {lang}: {problem} (its pairs are skipped)", file=sys.stderr)
     scoring = scoring_tasks(load_tasks_for(args, [t for t in targets if t not in missing]))
@@ -355,9 +359,10 @@ def _execute(args: argparse.Namespace) -> int:
             path / "samples.jsonl",
             path / "results.jsonl",
             scoring,
-            args.workers or os.cpu_count(),
+            args.workers,
             args.timeout,
             not args.no_progress,
+            executor=executor,
         )
         print(f"execute {pair.name}: {summary.total} samples, {summary.executed} run, {summary.seconds:.1f}s", file=sys.stderr)
     return 0

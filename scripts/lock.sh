@@ -21,6 +21,8 @@ trap 'rm -rf "$(dirname "$venv")"' EXIT
 CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF \
 -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF" \
 CMAKE_BUILD_PARALLEL_LEVEL=2 "$venv/bin/pip" install -q -e ".[llamacpp]"
+# The ray extra (codeglm eval execute --executor ray).
+"$venv/bin/pip" install -q -e ".[ray]"
 "$venv/bin/pip" install -q --no-deps codegeex==1.0
 {
   echo "# The lock: exact versions of every Python dependency that CI tested (Python 3.11, Linux x86_64)."

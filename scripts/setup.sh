@@ -26,6 +26,8 @@ LOCK=(-c constraints.txt)
 CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF \
 -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF" \
 CMAKE_BUILD_PARALLEL_LEVEL=2 .venv/bin/pip install -q "${LOCK[@]}" -e ".[llamacpp]"
+# The ray extra: `codeglm eval execute --executor ray` (evals/ray_executor.py).
+.venv/bin/pip install -q "${LOCK[@]}" -e ".[ray]"
 # The reference implementation, for parity tests only (its own deps are not needed).
 .venv/bin/pip install -q "${LOCK[@]}" --no-deps codegeex==1.0
 
