@@ -1,8 +1,7 @@
 """``codeglm eval generate --concurrency N`` through the ``openai:`` backend, over real HTTP.
 
 Against ``codeglm serve-api`` (the tiny model): seeded samples are the same with 1 and 4
-requests in flight, and with 4 the server batched requests that were in flight together.
-Against a small recording server (a real HTTP server implementing ``/v1/completions``):
+requests in flight. Against a small recording server (a real HTTP server implementing ``/v1/completions``):
 exactly N requests are in flight at once (the first N wait for each other at a barrier, so
 the count does not depend on timing), the server's kind is probed once however many
 threads start together, and resume asks for exactly the grid batches a file is missing,
@@ -44,24 +43,26 @@ def sample_set(path: Path) -> set[tuple[str, int, str]]:
 
 @pytest.fixture(scope="module")
 def serve_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeApi]:
-    # A long batch window: requests in flight together are certain to share a batch.
-    api = ServeApi(f"native:{shared_tiny_model_dir(tmp_path_factory)}", "--batch-window-ms", "300")
+    # Each request computed alone and whole, the same way every time: no batching with other
+    # requests, no prefix cache. Both change a row's arithmetic slightly (padding, a cached
+    # prefix), which can flip a sampled token (docs/humaneval-x.md: "A full pass@k table on a
+    # cluster"); what this test checks is the harness: it asks the same requests whatever N.
+    model = shared_tiny_model_dir(tmp_path_factory)
+    api = ServeApi(f"native:{model}?prefix_cache=0", "--max-batch-requests", "1")
     yield api
     api.stop()
 
 
-def test_samples_do_not_depend_on_concurrency_and_requests_overlap(serve_api: ServeApi, tmp_path: Path) -> None:
+def test_samples_do_not_depend_on_concurrency(serve_api: ServeApi, tmp_path: Path) -> None:
     backend = f"openai:{serve_api.url}/v1?retries=0"
     one, four = tmp_path / "one.jsonl", tmp_path / "four.jsonl"
     assert main([*GENERATE, "--backend", backend, "--concurrency", "1", "-o", str(one)]) == 0
-    assert serve_api.stats()["batching"]["largest_batch"] == 1  # one request at a time: never two in a batch
     assert main([*GENERATE, "--backend", backend, "--concurrency", "4", "-o", str(four)]) == 0
-    stats = serve_api.stats()["batching"]
-    assert stats["largest_batch"] >= 2  # the server decoded requests that were in flight together
     samples = sample_set(one)
     assert len(samples) == 3 * 8 and samples == sample_set(four)
     assert not any('"error"' in line for line in four.read_text().splitlines())
     assert len({generation for _, _, generation in samples}) > 3  # sampled, not all alike
+    assert serve_api.stats()["batching"]["requests"] == 2 * 3 * 4
 
 
 # --- against a recording server -----------------------------------------------------------
