@@ -247,3 +247,22 @@ def test_concurrency_must_be_positive(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         main(["eval", "generate", "--concurrency", "0", "-o", "x"])
     assert "--concurrency: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_translate_generate_shares_concurrency_and_seeds(tmp_path: Path) -> None:
+    runs = {}
+    for level in (1, 3):
+        server = RecordingServer(wave=level)  # with 3: the first three requests wait for each other
+        try:
+            run_dir = tmp_path / f"run-{level}"
+            status = main(["eval", "translate", "generate", "--backend", f"openai:{server.url}/v1?retries=0",
+                           "--pairs", "python-to-go", "--limit", "3", "--n", "4", "--batch-size", "2", "--seed", "9",
+                           "--concurrency", str(level), "--no-progress", "-o", str(run_dir)])
+        finally:
+            server.stop()
+        assert status == 0 and not server.broken and server.most_in_flight == level
+        runs[level] = sample_set(run_dir / "python-to-go" / "samples.jsonl")
+    assert len(runs[1]) == 3 * 4 and runs[1] == runs[3]
+    for task_id, completion_id, generation in runs[3]:
+        number = int(task_id.split("/")[1])
+        assert f"return {batch_seed(9, number, 0) + completion_id}" in generation
