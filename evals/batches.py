@@ -22,8 +22,9 @@ appends and flushes a batch's lines together.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -64,11 +65,13 @@ def plan_batches(key: str, number: int, n: int, batch_size: int, present: Collec
 def run_batches(batches: Iterable[B], ask: Callable[[B], R], concurrency: int) -> Iterator[tuple[B, R]]:
     """``(batch, ask(batch))`` for every batch, yielded in the caller's thread.
 
-    ``concurrency`` 1: asked one after another in this thread, in order. More: asked on
-    that many worker threads, at most ``concurrency`` at once, and yielded as they finish
-    (any order). An exception from ``ask`` is raised here; so are the caller's own
-    (Ctrl-C): then nothing more is started, and requests already in flight are left to
-    end on their threads (bounded by the backend's timeout) with their answers dropped.
+    ``concurrency`` 1: asked one after another in this thread, in order. More: that many
+    worker threads take the batches in order, one request each at a time, so at most
+    ``concurrency`` are in flight; answers are yielded as they arrive (any order). An
+    exception from ``ask`` is raised here; then, as after the caller's own (Ctrl-C), no
+    worker starts another request, and those in flight are abandoned: the workers are
+    daemon threads, so a process that exits does not wait for them, and their answers
+    are never yielded.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -76,27 +79,35 @@ def run_batches(batches: Iterable[B], ask: Callable[[B], R], concurrency: int) -
         for batch in batches:
             yield batch, ask(batch)
         return
-    pending = iter(batches)
-    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="generate")
-    running: dict[Future[R], B] = {}
-    try:
+    todo: queue.SimpleQueue[B] = queue.SimpleQueue()
+    count = 0
+    for batch in batches:
+        todo.put(batch)
+        count += 1
+    answers: queue.SimpleQueue[tuple[B, R | None, BaseException | None]] = queue.SimpleQueue()
+    stop = threading.Event()
 
-        def start_next() -> None:
-            for batch in pending:
-                running[executor.submit(ask, batch)] = batch
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                batch = todo.get_nowait()
+            except queue.Empty:
                 return
+            try:
+                answers.put((batch, ask(batch), None))
+            except BaseException as error:  # handed to the caller's thread, raised there
+                answers.put((batch, None, error))
 
-        for _ in range(concurrency):
-            start_next()
-        while running:
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                batch = running.pop(future)
-                answer = future.result()
-                start_next()
-                yield batch, answer
+    for number in range(min(concurrency, count)):
+        threading.Thread(target=work, name=f"generate-{number}", daemon=True).start()
+    try:
+        for _ in range(count):
+            batch, answer, error = answers.get()
+            if error is not None:
+                raise error
+            yield batch, answer  # type: ignore[misc]  # an answer, since there was no error
     finally:
-        executor.shutdown(wait=False, cancel_futures=True)
+        stop.set()
 
 
 __all__ = ["SEED_STRIDE", "Batch", "batch_seed", "plan_batches", "run_batches"]

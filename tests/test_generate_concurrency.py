@@ -11,15 +11,20 @@ with the seeds of their positions.
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _backends_fixtures import ServeApi, shared_tiny_model_dir
+from _backends_fixtures import PROJECT, ServeApi, shared_tiny_model_dir
 
 from codeglm.backends import load_backend
 from codeglm.cli import main
@@ -74,8 +79,10 @@ class RecordingServer:
     requests in flight at once. The first ``wave`` completions wait at a barrier until all
     ``wave`` are in flight (20 s at most, then the barrier breaks and they are 500s)."""
 
-    def __init__(self, wave: int = 1) -> None:
+    def __init__(self, wave: int = 1, hang_after: int | None = None) -> None:
         self.lock = threading.Lock()
+        self.hang_after = hang_after  # completions after this many never answer (until stop)
+        self.stopping = threading.Event()
         self.requests: list[tuple[int, int]] = []
         self.paths: list[str] = []
         self.in_flight = 0
@@ -94,8 +101,12 @@ class RecordingServer:
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
             waits = len(self.requests) < self.wave
+            hangs = self.hang_after is not None and len(self.requests) >= self.hang_after
             self.requests.append((body["seed"], body["n"]))
         try:
+            if hangs:
+                self.stopping.wait()
+                return 503, {"error": {"message": "stopped"}}
             if waits and self.wave > 1:
                 try:
                     self.barrier.wait()
@@ -146,6 +157,7 @@ class RecordingServer:
         return Handler
 
     def stop(self) -> None:
+        self.stopping.set()
         self.http.shutdown()
         self.http.server_close()
 
@@ -266,3 +278,44 @@ def test_translate_generate_shares_concurrency_and_seeds(tmp_path: Path) -> None
     for task_id, completion_id, generation in runs[3]:
         number = int(task_id.split("/")[1])
         assert f"return {batch_seed(9, number, 0) + completion_id}" in generation
+
+
+def test_ctrl_c_with_requests_in_flight_exits_at_once_and_the_rerun_completes(tmp_path: Path) -> None:
+    server = RecordingServer(hang_after=2)  # two requests answered, the next ones never
+    out = tmp_path / "samples.jsonl"
+    command = [sys.executable, "-m", "codeglm.cli", "eval", "generate", "--language", "python", "--limit", "3",
+               "--n", "8", "--batch-size", "2", "--seed", "4", "--concurrency", "4", "--no-progress", "-o", str(out)]
+    try:
+        process = subprocess.Popen([*command, "--backend", f"openai:{server.url}/v1?retries=0&timeout=300"],
+                                   cwd=PROJECT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (len(server.requests) >= 5 and out.exists()
+                                                   and len(out.read_text().splitlines()) == 4):
+            time.sleep(0.1)
+        assert len(out.read_text().splitlines()) == 4  # two batches written; four requests hang
+        process.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        process.wait(timeout=20)
+        assert time.monotonic() - started < 10  # did not wait for the hanging requests
+    finally:
+        if process.poll() is None:
+            process.kill()
+        server.stop()
+    assert process.returncode != 0
+    written = [json.loads(line) for line in out.read_text().splitlines()]  # whole lines only
+    assert len(written) == 4
+    second = RecordingServer()
+    try:
+        rerun = subprocess.run([*command, "--backend", f"openai:{second.url}/v1?retries=0"], cwd=PROJECT,
+                               capture_output=True, text=True, timeout=120)
+    finally:
+        second.stop()
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(second.requests) == 3 * 4 - 2  # only the batches not written before
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted((r["task_id"], r["completion_id"]) for r in records) == sorted(
+        (f"Python/{number}", cid) for number in range(3) for cid in range(8))
+    for record in records:
+        number = int(record["task_id"].split("/")[1])
+        assert record["generation"] == f"    return {batch_seed(4, number, 0) + record['completion_id']}"
