@@ -93,7 +93,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, *, n: int, temperatu
         default=1,
         metavar="N",
         help="backend requests in flight at once, for an openai: server (vLLM, TGI, llama.cpp, "
-        "codeglm serve-api); the samples do not depend on it, the file's line order does (default 1)",
+        "codeglm serve-api); the requests sent do not depend on it, only the order of the lines written (default 1)",
     )
     parser.add_argument(
         "--limit",
