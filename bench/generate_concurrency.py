@@ -75,6 +75,7 @@ def start_serve_api(model_dir: Path) -> tuple[subprocess.Popen, str]:
 def start_ideal(latency: float) -> tuple[ThreadingHTTPServer, str]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
 
         def log_message(self, *args: object) -> None:
             pass
@@ -124,6 +125,45 @@ def run(url: str, tasks: list, settings: GenerateSettings, workdir: Path) -> tup
     return seconds, {(r["task_id"], r["completion_id"], r["generation"]) for r in records}
 
 
+def time_serve_api(args: argparse.Namespace, levels: list[int], tasks: list, workdir: Path,
+                   report: dict[str, Any]) -> bool:
+    """Time each level against serve-api into ``report``; True when the sample sets differed."""
+    failed = False
+    model_dir = workdir / "model"
+    torch.manual_seed(0)
+    codegeex_model(QUICK if args.quick else FULL).save_pretrained(model_dir)
+    load_tokenizer(tokenizer_dir()).save(model_dir)
+    process, url = start_serve_api(model_dir)
+    try:
+        # Untimed and not compared: the first requests warm the server (kernels, prefix
+        # cache) and, with a prefix cache hit later, may sample differently (see the docs).
+        warm = GenerateSettings(n=args.n, batch_size=args.batch_size, temperature=0.8,
+                                max_new_tokens=args.max_tokens, seed=1)
+        run(url, tasks, warm, workdir)
+        served: dict[str, float] = {}
+        reference: set | None = None
+        for level in levels:
+            settings = GenerateSettings(n=args.n, batch_size=args.batch_size, temperature=0.8,
+                                        max_new_tokens=args.max_tokens, seed=1, concurrency=level)
+            seconds, samples = run(url, tasks, settings, workdir)
+            served[str(level)] = round(len(samples) / seconds, 2)
+            print(f"serve-api --concurrency {level}: {len(samples)} samples in {seconds:.1f} s, "
+                  f"{len(samples) / seconds:.2f} samples/s", file=sys.stderr)
+            if reference is None:
+                reference = samples
+            elif samples != reference:
+                differ = sorted({(t, c) for t, c, _ in samples ^ reference})
+                print(f"ERROR: --concurrency {level} gave other samples than --concurrency {levels[0]}: "
+                      f"{len(differ)} of {len(samples)} differ, e.g. {differ[:6]}", file=sys.stderr)
+                failed = True
+        report["serve_api_samples_per_s"] = served
+        report["serve_api_stats"] = httpx.get(f"{url}/stats", timeout=5).json()["batching"]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return failed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the small model shape")
@@ -133,7 +173,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=4, help="samples per request (default 4)")
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens per sample (default 32)")
     parser.add_argument("--latency", type=float, default=0.5, help="the ideal server's seconds per request")
-    parser.add_argument("--skip-ideal", action="store_true")
+    parser.add_argument("--skip-ideal", action="store_true", help="time serve-api only")
+    parser.add_argument("--skip-serve-api", action="store_true", help="time the ideal server only")
     args = parser.parse_args()
     levels = [int(n) for n in args.concurrency.split(",")]
     found, _ = load_tasks(["python"])
@@ -143,43 +184,13 @@ def main() -> int:
     failed = False
     with tempfile.TemporaryDirectory(prefix="generate-concurrency-") as tmp:
         workdir = Path(tmp)
-        model_dir = workdir / "model"
-        torch.manual_seed(0)
-        codegeex_model(QUICK if args.quick else FULL).save_pretrained(model_dir)
-        load_tokenizer(tokenizer_dir()).save(model_dir)
-        process, url = start_serve_api(model_dir)
-        try:
-            served: dict[str, float] = {}
-            # Untimed and not compared: the first requests warm the server (kernels, prefix
-            # cache) and, with a prefix cache hit later, may sample differently (see the docs).
-            warm = GenerateSettings(n=args.n, batch_size=args.batch_size, temperature=0.8,
-                                    max_new_tokens=args.max_tokens, seed=1)
-            run(url, tasks, warm, workdir)
-            reference: set | None = None
-            for level in levels:
-                settings = GenerateSettings(n=args.n, batch_size=args.batch_size, temperature=0.8,
-                                            max_new_tokens=args.max_tokens, seed=1, concurrency=level)
-                seconds, samples = run(url, tasks, settings, workdir)
-                served[str(level)] = round(len(samples) / seconds, 2)
-                print(f"serve-api --concurrency {level}: {len(samples)} samples in {seconds:.1f} s, "
-                      f"{len(samples) / seconds:.2f} samples/s", file=sys.stderr)
-                if reference is None:
-                    reference = samples
-                elif samples != reference:
-                    differ = sorted({(t, c) for t, c, _ in samples ^ reference})
-                    print(f"ERROR: --concurrency {level} gave other samples than --concurrency {levels[0]}: {len(differ)} of "
-                          f"{len(samples)} differ, e.g. {differ[:6]}", file=sys.stderr)
-                    failed = True
-            report["serve_api_samples_per_s"] = served
-            report["serve_api_stats"] = httpx.get(f"{url}/stats", timeout=5).json()["batching"]
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+        if not args.skip_serve_api:
+            failed = time_serve_api(args, levels, tasks, workdir, report)
         if not args.skip_ideal:
             server, ideal_url = start_ideal(args.latency)
             ideal: dict[str, float] = {}
             try:
-                for level in [*levels, 32]:
+                for level in levels:
                     settings = GenerateSettings(n=args.n, batch_size=args.batch_size, seed=1, concurrency=level)
                     seconds, samples = run(ideal_url, tasks, settings, workdir)
                     ideal[str(level)] = round(len(samples) / seconds, 2)
