@@ -12,7 +12,7 @@ Two servers, both real HTTP on loopback:
   seconds whatever else is in flight (a GPU server far from full). Its samples/s show what
   the harness itself can drive: request handling, the cut of each generation, the writes.
 
-Each run generates ``--n`` samples for each of the first ``--limit`` Python problems in
+Each run generates ``--n`` samples for each of the first ``--limit`` problems (Python unless ``--language``) in
 batches of ``--batch-size``, into a fresh file. The last line printed is one JSON object.
 
     python bench/generate_concurrency.py [--quick] [--concurrency 1,2,4,8] [--limit 8] [--n 8]
@@ -40,7 +40,7 @@ from generation import FULL, QUICK, codegeex_model  # noqa: E402
 from codeglm.backends import load_backend  # noqa: E402
 from codeglm.model.tokenizer import load_tokenizer  # noqa: E402
 from codeglm.paths import tokenizer_dir  # noqa: E402
-from evals.dataset import load_tasks  # noqa: E402
+from evals.dataset import load_tasks, parse_languages  # noqa: E402
 from evals.generate import GenerateSettings, generate_samples  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -168,7 +168,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the small model shape")
     parser.add_argument("--concurrency", default="1,2,4,8", help="comma-separated N to time (default 1,2,4,8)")
-    parser.add_argument("--limit", type=int, default=8, help="Python problems (default 8)")
+    parser.add_argument("--language", default="python", help="comma-separated languages (default python)")
+    parser.add_argument("--limit", type=int, default=8, help="problems per language (default 8)")
     parser.add_argument("--n", type=int, default=8, help="samples per problem (default 8)")
     parser.add_argument("--batch-size", type=int, default=4, help="samples per request (default 4)")
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens per sample (default 32)")
@@ -177,7 +178,7 @@ def main() -> int:
     parser.add_argument("--skip-serve-api", action="store_true", help="time the ideal server only")
     args = parser.parse_args()
     levels = [int(n) for n in args.concurrency.split(",")]
-    found, _ = load_tasks(["python"])
+    found, _ = load_tasks(parse_languages(args.language))
     tasks = [t for t in found.values() if t.number < args.limit]
     report: dict[str, Any] = {"problems": len(tasks), "n": args.n, "batch_size": args.batch_size,
                               "max_tokens": args.max_tokens, "shape": "quick" if args.quick else "135M"}
