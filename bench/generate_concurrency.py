@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -177,6 +178,7 @@ def main() -> int:
     parser.add_argument("--skip-ideal", action="store_true", help="time serve-api only")
     parser.add_argument("--skip-serve-api", action="store_true", help="time the ideal server only")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill stops serve-api too (the finally blocks)
     levels = [int(n) for n in args.concurrency.split(",")]
     found, _ = load_tasks(parse_languages(args.language))
     tasks = [t for t in found.values() if t.number < args.limit]
