@@ -91,6 +91,14 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, *, n: int, temperatu
         "--seed", type=int, default=None, help="base seed; each sample's seed derives from it"
     )
     parser.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="backend requests in flight at once, for an openai: server (vLLM, TGI, llama.cpp, "
+        "codeglm serve-api); the requests sent do not depend on it, only the order of the lines written (default 1)",
+    )
+    parser.add_argument(
         "--limit",
         type=non_negative_int,
         default=None,
@@ -119,10 +127,40 @@ def sampling_settings(args: argparse.Namespace) -> dict[str, Any]:
         "top_k": args.top_k,
         "max_new_tokens": args.max_tokens,
         "seed": args.seed,
+        "concurrency": args.concurrency,
     }
 
 
 EXECUTORS = ("local", "ray")
+
+# Backends that serve several requests at once: a server. native: and hf: run the model in
+# this process one request at a time (the model thread, a lock), so more requests in flight
+# would only queue behind each other.
+CONCURRENT_KINDS = ("openai",)
+
+
+def concurrency_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--concurrency`` cannot be honoured with ``--backend``, or None.
+
+    Asked before the backend loads. A backend string that does not parse (or no default)
+    is left for ``load_backend`` to report."""
+    from codeglm.backends import BackendError, default_backend_spec, parse_backend_spec
+
+    if args.concurrency == 1:
+        return None
+    try:
+        spec = parse_backend_spec(args.backend or default_backend_spec())
+    except BackendError:
+        return None
+    if spec.kind in CONCURRENT_KINDS:
+        return None
+    return (
+        f"--concurrency {args.concurrency} needs a backend that serves requests concurrently (openai:URL); "
+        f"the {spec.kind} backend {spec} runs the model in this process one request at a time, so the "
+        "requests would only queue. Use --concurrency 1, or serve the model with "
+        f"`codeglm serve-api --backend {spec}` (it batches concurrent requests) and generate with "
+        "--backend openai:http://127.0.0.1:PORT/v1"
+    )
 
 
 def add_execution_arguments(parser: argparse.ArgumentParser, *, timeout: float = 10.0) -> None:

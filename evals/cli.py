@@ -15,6 +15,7 @@ from evals.arguments import (
     add_progress_argument,
     add_sampling_arguments,
     executor_of,
+    concurrency_problem,
     load_tasks_for,
     sampling_settings,
 )
@@ -114,6 +115,10 @@ def _generate(args: argparse.Namespace) -> int:
     from codeglm.backends import BackendError, ModelFilesError, load_backend
     from evals.generate import GenerateSettings, generate_samples
 
+    problem = concurrency_problem(args)
+    if problem is not None:
+        print(f"codeglm eval generate: {problem}", file=sys.stderr)
+        return 2
     languages = parse_languages(args.language)
     tasks = list(load_tasks_for(args, languages).values())
     if args.limit is not None:

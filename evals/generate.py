@@ -6,9 +6,15 @@ where the prompt's function is complete by ``evals.truncation.truncate_generatio
 (the completion pipeline's rule; ``reference_cut`` below is the reference harness's simpler cut).
 
 A sample line is ``{"task_id", "completion_id", "prompt", "generation"}``: the reference
-harness's field names, so files are interchangeable. Lines are appended and flushed as
-samples arrive; a rerun counts the lines already there per task and generates only the
-rest (a torn last line from a crash is dropped).
+harness's field names, so files are interchangeable. A request's lines are appended
+together and flushed as it is answered, by one writer (the calling thread), so a crash
+tears at most the last line. A rerun reads the completion ids already there per task
+(a torn last line from a crash is dropped) and asks only for the grid batches that miss
+some (``evals.batches``): every completion id keeps the seed of its position.
+
+``settings.concurrency`` requests are kept in flight at once (for servers: vLLM, TGI,
+llama.cpp's server, ``codeglm serve-api``); the samples a task gets do not depend on it,
+only the order of the file's lines does (``execute`` keys by task id and completion id).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from tqdm import tqdm
 
 from codeglm.backends.base import BackendError, Completion, GenerationRequest, SamplingParams
 from evals.assemble import generation_prompt
+from evals.batches import Batch, batch_seed, plan_batches, run_batches
 from evals.dataset import Task
 from evals.truncation import truncate_generation
 
@@ -48,6 +55,7 @@ class GenerateSettings:
     top_k: int = 0
     max_new_tokens: int = 512
     seed: int | None = None
+    concurrency: int = 1  # backend requests in flight at once
 
 
 def model_prompt(task: Task) -> str:
@@ -80,12 +88,17 @@ def load_truncate() -> Truncate:
     return truncate_generation
 
 
-def existing_counts(path: Path) -> dict[str, int]:
-    """Samples per task already in ``path``; rewrites it without a torn last line."""
-    counts: dict[str, int] = {}
+def existing_ids(path: Path) -> dict[str, set[int]]:
+    """The completion ids per task already in ``path``; rewrites it without a torn last line.
+
+    A line without an integer ``completion_id`` has the id ``execute`` gives it: its index
+    among its task's lines.
+    """
+    found: dict[str, set[int]] = {}
     if not path.exists():
-        return counts
+        return found
     kept: list[str] = []
+    lines_per_task: dict[str, int] = {}
     with open(path, encoding="utf-8", errors="replace") as handle:
         for line in handle:
             try:
@@ -93,12 +106,18 @@ def existing_counts(path: Path) -> dict[str, int]:
                 task_id = record["task_id"]
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue
+            if not isinstance(task_id, str):
+                continue
             kept.append(line if line.endswith("\n") else line + "\n")
-            counts[task_id] = counts.get(task_id, 0) + 1
+            index = lines_per_task.get(task_id, 0)
+            lines_per_task[task_id] = index + 1
+            given = record.get("completion_id")
+            valid = isinstance(given, int) and not isinstance(given, bool)
+            found.setdefault(task_id, set()).add(given if valid else index)
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text("".join(kept), encoding="utf-8")
     os.replace(temporary, path)
-    return counts
+    return found
 
 
 def generate_or_error(backend: object, request: object, label: str) -> tuple[list, str | None]:
@@ -117,6 +136,48 @@ def generate_or_error(backend: object, request: object, label: str) -> tuple[lis
         return [Completion("", "error", 0)] * request.n, error  # type: ignore[attr-defined]
 
 
+def sampling_params(settings: GenerateSettings, seed: int | None) -> SamplingParams:
+    return SamplingParams(
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=settings.top_k,
+        seed=seed,
+    )
+
+
+Answer = tuple[list[Completion], str | None]
+
+
+def ask_batch(
+    backend: object, batch: Batch, prompt: str, settings: GenerateSettings, label: str | None = None
+) -> Answer:
+    """The completions of one grid batch (``batch.count`` of them), or empty ones and the reason
+    (said on stderr with ``label``, by default the task id)."""
+    params = sampling_params(settings, batch_seed(settings.seed, batch.number, batch.start))
+    request = GenerationRequest(prompt=prompt, params=params, n=batch.count)
+    completions, error = generate_or_error(backend, request, label or batch.key)
+    if len(completions) < batch.count:
+        raise RuntimeError(f"the backend returned {len(completions)} of the {batch.count} completions asked for "
+                           f"{label or batch.key}")
+    return completions, error
+
+
+def batch_lines(batch: Batch, answer: Answer, line: Callable[[int, Completion], dict]) -> list[str]:
+    """The JSON lines of the ids ``batch`` still wants, ``line(completion_id, completion)`` each."""
+    completions, error = answer
+    lines = []
+    for offset, completion in enumerate(completions[: batch.count]):
+        completion_id = batch.start + offset
+        if completion_id not in batch.wanted:
+            continue
+        record = line(completion_id, completion)
+        if error is not None:
+            record["error"] = error
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    return lines
+
+
 def generate_samples(
     backend: object,
     tasks: list[Task],
@@ -125,55 +186,45 @@ def generate_samples(
     truncate: Truncate | None = None,
     progress: bool = True,
 ) -> int:
-    """Append samples until each task has ``settings.n`` in ``output``; returns how many were made."""
+    """Append samples until each task has ids ``0..settings.n-1`` in ``output``; returns how many were made."""
 
     cut = truncate or load_truncate()
-    done = existing_counts(output)
-    todo = [(task, max(0, settings.n - done.get(task.task_id, 0))) for task in tasks]
-    total = sum(missing for _, missing in todo)
+    present = existing_ids(output)
+    by_id = {task.task_id: task for task in tasks}
+    prompts = {task.task_id: model_prompt(task) for task in tasks}
+    batches = [
+        batch
+        for task in tasks
+        for batch in plan_batches(
+            task.task_id, task.number, settings.n, settings.batch_size, present.get(task.task_id, set())
+        )
+    ]
+    total = sum(len(batch.wanted) for batch in batches)
     bar = None
     if progress and total:
-
         bar = tqdm(total=total, unit="sample", desc="generate", file=sys.stderr, smoothing=0.1)
     made = 0
     output.parent.mkdir(parents=True, exist_ok=True)
+
+    def ask(batch: Batch) -> Answer:
+        return ask_batch(backend, batch, prompts[batch.key], settings)
+
     try:
         with open(output, "a", encoding="utf-8") as handle:
-            for task, missing in todo:
-                prompt = model_prompt(task)
-                start = settings.n - missing
-                while start < settings.n:
-                    count = min(settings.batch_size, settings.n - start)
-                    seed = None if settings.seed is None else settings.seed + 100_003 * task.number + start
-                    params = SamplingParams(
-                        max_new_tokens=settings.max_new_tokens,
-                        temperature=settings.temperature,
-                        top_p=settings.top_p,
-                        top_k=settings.top_k,
-                        seed=seed,
-                    )
-                    completions, error = generate_or_error(
-                        backend, GenerationRequest(prompt=prompt, params=params, n=count), task.task_id
-                    )
-                    got = completions[:count]
-                    if not got:
-                        raise RuntimeError(f"the backend returned no completion for {task.task_id}")
-                    for offset, completion in enumerate(got):
-                        text = cut(task.language, generation_prompt(task), completion.text)
-                        line = {
-                            "task_id": task.task_id,
-                            "completion_id": start + offset,
-                            "prompt": task.prompt,
-                            "generation": text,
-                        }
-                        if error is not None:
-                            line["error"] = error
-                        handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-                    handle.flush()
-                    made += len(got)
-                    start += len(got)
-                    if bar is not None:
-                        bar.update(len(got))
+            for batch, answer in run_batches(batches, ask, settings.concurrency):
+                task = by_id[batch.key]
+
+                def line(completion_id: int, completion: Completion, task: Task = task) -> dict:
+                    text = cut(task.language, generation_prompt(task), completion.text)
+                    return {"task_id": task.task_id, "completion_id": completion_id, "prompt": task.prompt,
+                            "generation": text}
+
+                lines = batch_lines(batch, answer, line)
+                handle.write("".join(lines))
+                handle.flush()
+                made += len(lines)
+                if bar is not None:
+                    bar.update(len(lines))
     finally:
         if bar is not None:
             bar.close()

@@ -29,6 +29,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evals.arguments import (
     add_data_arguments,
@@ -37,11 +38,15 @@ from evals.arguments import (
     add_progress_argument,
     add_sampling_arguments,
     executor_of,
+    concurrency_problem,
     load_tasks_for,
     sampling_settings,
 )
 from evals.dataset import LANGUAGES, DatasetError, Task, language_id, parse_languages
 from evals.generate import GenerateSettings
+
+if TYPE_CHECKING:
+    from codeglm.backends.base import Completion
 
 PAIR_SEPARATOR = "-to-"
 
@@ -146,53 +151,49 @@ def generate_pair(
 ) -> int:
     """Append samples for one pair until each problem has ``settings.n``; returns how many were made."""
     # Deferred: generating and executing pull in the backends, tree-sitter and the toolchains; a report needs none.
-    from codeglm.backends.base import GenerationRequest, SamplingParams
-    from evals.generate import existing_counts, generate_or_error
+    from evals.batches import Batch, plan_batches, run_batches
+    from evals.generate import Answer, ask_batch, batch_lines, existing_ids
     from evals.truncation import truncate_generation
 
     sources, targets = _by_number(tasks, pair.source), _by_number(tasks, pair.target)
     numbers = sorted(set(sources) & set(targets))
     if limit is not None:
         numbers = [n for n in numbers if n < limit]
-    done = existing_counts(output)
+    present = existing_ids(output)
+    prompts = {number: prompt_for(sources[number], targets[number]) for number in numbers}
+    batches = [
+        batch
+        for number in numbers
+        for batch in plan_batches(
+            targets[number].task_id, number, settings.n, settings.batch_size,
+            present.get(targets[number].task_id, set()),
+        )
+    ]
+    left = {number: sum(1 for b in batches if b.number == number) for number in numbers}
     output.parent.mkdir(parents=True, exist_ok=True)
     made = 0
+
+    def ask(batch: Batch) -> Answer:
+        return ask_batch(backend, batch, prompts[batch.number], settings, label=f"{pair.name} {batch.number}")
+
     with open(output, "a", encoding="utf-8") as handle:
-        for number in numbers:
-            source, target = sources[number], targets[number]
-            start = done.get(target.task_id, 0)
-            prompt = prompt_for(source, target)
-            while start < settings.n:
-                count = min(settings.batch_size, settings.n - start)
-                seed = None if settings.seed is None else settings.seed + 100_003 * number + start
-                params = SamplingParams(
-                    max_new_tokens=settings.max_new_tokens,
-                    temperature=settings.temperature,
-                    top_p=settings.top_p,
-                    top_k=settings.top_k,
-                    seed=seed,
-                )
-                completions, error = generate_or_error(
-                    backend, GenerationRequest(prompt=prompt, params=params, n=count), f"{pair.name} {number}"
-                )
-                if not completions:
-                    raise RuntimeError(f"the backend returned no completion for {pair.name} {number}")
-                for offset, completion in enumerate(completions[:count]):
-                    text = truncate_generation(pair.target, generation_prefix(target), completion.text)
-                    record = {
-                        "task_id": target.task_id,
-                        "completion_id": start + offset,
-                        "source_task_id": source.task_id,
-                        "prompt": prompt,
-                        "generation": text,
-                    }
-                    if error is not None:
-                        record["error"] = error
-                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-                handle.flush()
-                made += len(completions[:count])
-                start += len(completions[:count])
-            if progress:
+        for batch, answer in run_batches(batches, ask, settings.concurrency):
+            source, target, prompt = sources[batch.number], targets[batch.number], prompts[batch.number]
+
+            def line(
+                completion_id: int, completion: Completion, source: Task = source, target: Task = target,
+                prompt: str = prompt,
+            ) -> dict:
+                text = truncate_generation(pair.target, generation_prefix(target), completion.text)
+                return {"task_id": target.task_id, "completion_id": completion_id, "source_task_id": source.task_id,
+                        "prompt": prompt, "generation": text}
+
+            lines = batch_lines(batch, answer, line)
+            handle.write("".join(lines))
+            handle.flush()
+            made += len(lines)
+            left[batch.number] -= 1
+            if progress and not left[batch.number]:
                 print(f"translate {pair.name}: {target.task_id} done", file=sys.stderr)
     return made
 
@@ -313,6 +314,10 @@ def _generate(args: argparse.Namespace) -> int:
     # Deferred: generating and executing pull in the backends, tree-sitter and the toolchains; a report needs none.
     from codeglm.backends import BackendError, load_backend
 
+    problem = concurrency_problem(args)
+    if problem is not None:
+        print(f"{COMMAND}: {problem}", file=sys.stderr)
+        return 2
     pairs = parse_pairs(args.pairs)
     tasks = load_tasks_for(args, sorted({p.source for p in pairs} | {p.target for p in pairs}))
     settings = TranslationSettings(**sampling_settings(args))

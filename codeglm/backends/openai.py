@@ -19,6 +19,12 @@ end as well, where vLLM would refuse the whole request.
 
 What kind of server it is (llama-cpp-python's quirks: ``n`` ignored, its own sampling
 defaults, a broken ``suffix``) is probed once and remembered: see ``openai_server.py``.
+
+Threads: one backend may be called from several threads at once (``codeglm eval generate
+--concurrency N``). Requests share one httpx client (its connection pool is thread-safe);
+what is asked of the server once (the model, its dialect, context length and token
+counter) is asked under a lock, so the first callers wait for one probe instead of each
+sending their own; replacing the client after a broken stream happens under that lock.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import json
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
@@ -102,6 +109,9 @@ class OpenAIBackend:
         self._context_known = context is not None
         self._tokenizer_path = tokenizer
         self._count: Callable[[str], int] | None = None
+        # Guards the facts asked of the server once (and the client's replacement). Reentrant:
+        # probing the dialect asks for the model, choosing the token counter for the dialect.
+        self._facts_lock = threading.RLock()
         api_key = os.environ.get(api_key_env)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._new_client = lambda: httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), headers=headers)
@@ -112,10 +122,14 @@ class OpenAIBackend:
     @property
     def model(self) -> str:
         if self._model is None:
-            models = self._models()
-            if not models:
-                raise BackendError(f"the server at {self.root} lists no models: name one with openai:URL#MODEL")
-            self._model = str(models[0]["id"])
+            with self._facts_lock:
+                if self._model is None:
+                    models = self._models()
+                    if not models:
+                        raise BackendError(
+                            f"the server at {self.root} lists no models: name one with openai:URL#MODEL"
+                        )
+                    self._model = str(models[0]["id"])
         return self._model
 
     def _models(self) -> list[dict[str, Any]]:
@@ -131,7 +145,11 @@ class OpenAIBackend:
         """What the server is (probed once; see ``openai_server.py``). While the server
         cannot be reached, the generic dialect stands in and the probe is tried again
         next time, so a server started after the backend is still identified."""
-        if self._dialect is None:
+        if self._dialect is not None:
+            return self._dialect
+        with self._facts_lock:
+            if self._dialect is not None:
+                return self._dialect
             if time.monotonic() - self._probe_failed_at < PROBE_AGAIN_AFTER:
                 return ServerDialect(kind=GENERIC)
             server_root = self.root.removesuffix("/v1")
@@ -142,7 +160,7 @@ class OpenAIBackend:
             except (httpx.TransportError, BackendError):
                 self._probe_failed_at = time.monotonic()
                 return ServerDialect(kind=GENERIC)
-        return self._dialect
+            return self._dialect
 
     @property
     def supports_fim(self) -> bool:
@@ -162,20 +180,26 @@ class OpenAIBackend:
 
     @property
     def context_length(self) -> int:
-        if self._context is None:
-            self._context = DEFAULT_CONTEXT
-            try:
-                for entry in self._models():
-                    if entry["id"] == self.model and isinstance(entry.get("max_model_len"), int):
-                        self._context = entry["max_model_len"]
-                        self._context_known = True
-            except BackendError:
-                pass  # the default stands; generation will report the server's state
-        return self._context
+        if self._context is not None:
+            return self._context
+        with self._facts_lock:
+            if self._context is None:
+                context, known = DEFAULT_CONTEXT, False
+                try:
+                    for entry in self._models():
+                        if entry["id"] == self.model and isinstance(entry.get("max_model_len"), int):
+                            context, known = entry["max_model_len"], True
+                except BackendError:
+                    pass  # the default stands; generation will report the server's state
+                self._context_known = known  # before the context: a reader sees both or neither
+                self._context = context
+            return self._context
 
     def count_tokens(self, text: str) -> int:
         if self._count is None:
-            self._count = self._choose_counter()
+            with self._facts_lock:
+                if self._count is None:
+                    self._count = self._choose_counter()
         return self._count(text)
 
     def _choose_counter(self) -> Callable[[str], int]:
@@ -218,11 +242,16 @@ class OpenAIBackend:
         attempts = self.retries + 1
         for attempt in range(attempts):
             delay = self.backoff * 2**attempt
+            client = self._client  # one client per attempt: another thread may replace it
             try:
-                request = self._client.build_request(method, url, json=body)
-                response = self._client.send(request, stream=stream)
+                request = client.build_request(method, url, json=body)
+                response = client.send(request, stream=stream)
             except httpx.TransportError as error:
                 problem = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            except RuntimeError:
+                if client is self._client:
+                    raise
+                problem = "the connection pool was replaced after a broken stream"  # see _replace_client
             else:
                 if response.status_code < 400:
                     return response
@@ -253,8 +282,9 @@ class OpenAIBackend:
         context anywhere else."""
         stated = CONTEXT_IN_ERROR.search(message)
         if stated:
-            self._context = int(stated.group(1))
-            self._context_known = True
+            with self._facts_lock:
+                self._context = int(stated.group(1))
+                self._context_known = True
 
     @staticmethod
     def _sleep(seconds: float, cancel: CancelToken | None) -> None:
@@ -333,8 +363,7 @@ class OpenAIBackend:
                 # llama-cpp-python ends the stream this way when generation fails (a prompt
                 # longer than its context, say): no error event, no [DONE]; and it resets
                 # that connection, which httpx would hand to the next request from its pool.
-                self._client.close()
-                self._client = self._new_client()
+                self._replace_client()
                 raise BackendError(
                     f"the server at {self.root} ended the stream before it was done (no [DONE]): "
                     "generation failed on the server; its log says why"
@@ -435,6 +464,13 @@ class OpenAIBackend:
         if tail:
             yield tail
         return sample.completion(self.count_tokens(sample.text))
+
+    def _replace_client(self) -> None:
+        """A fresh client (empty pool) in place of the current one. Requests other threads
+        have in flight on the old one may break: they are retried on the new one (``_request``)."""
+        with self._facts_lock:
+            old, self._client = self._client, self._new_client()
+        old.close()
 
     def close(self) -> None:
         self._client.close()
