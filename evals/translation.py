@@ -37,8 +37,8 @@ from evals.arguments import (
     add_k_argument,
     add_progress_argument,
     add_sampling_arguments,
-    executor_of,
     concurrency_problem,
+    executor_of,
     load_tasks_for,
     sampling_settings,
 )
