@@ -31,10 +31,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from codeglm.languages import HUMANEVAL_X, get_language
+from evals import javac_daemon
 from evals.assemble import END_TOKEN_ENV, assemble
 from evals.dataset import DatasetError, Task, language_of_task
 from evals.sandbox import Isolation, Sandbox, StepResult, acquire_slot, probe_isolation, reclaim_slot
-from evals.toolchains import prepare_shared_caches, toolchain
+from evals.toolchains import Toolchain, cache_dir, prepare_shared_caches, toolchain
 
 STATUSES = ("passed", "failed", "timeout", "compile_error", "runtime_error", "sandbox_error")
 REASON_CHARS = 300
@@ -214,8 +215,9 @@ def run_program(
         for name, text in program.files:
             box.write(name, text)
         builds: list[StepResult] = []
+        build_env = {**env, **dict(chain.build_env)}
         for argv in chain.build:
-            step = box.run(list(argv), chain.build_limits, env, build=True)
+            step = _build_step(task.language, chain, box, argv, build_env, slot, isolation)
             builds.append(step)
             if not step.ok:
                 return classify(task.language, builds, None, timeout)
@@ -224,6 +226,20 @@ def run_program(
         run_env = {**env, END_TOKEN_ENV: end_token or ""}
         run = box.run(list(chain.run), run_limits, run_env)
         return classify(task.language, builds, run, timeout, end_token)
+
+
+def _build_step(
+    language: str, chain: Toolchain, box: Sandbox, argv: tuple[str, ...], env: dict[str, str], slot: int, isolation: Isolation
+) -> StepResult:
+    """One build step: javac through the slot's warm server where it runs, else the command."""
+    if language == "java":
+        server = javac_daemon.server_for(slot, isolation, chain.build_limits, cache_dir())
+        if server is not None:
+            try:
+                return server.compile(box, javac_daemon.javac_arguments(argv), chain.source_name)
+            except javac_daemon.ServerUnavailable:
+                pass  # the javac command below
+    return box.run(list(argv), chain.build_limits, env, build=True)
 
 
 # ---- the worker pool ---------------------------------------------------------------------
