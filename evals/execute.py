@@ -31,11 +31,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from codeglm.languages import HUMANEVAL_X, get_language
-from evals import javac_daemon
+from evals import cpp_pch, javac_daemon
 from evals.assemble import END_TOKEN_ENV, assemble
 from evals.dataset import DatasetError, Task, language_of_task
 from evals.sandbox import Isolation, Sandbox, StepResult, acquire_slot, probe_isolation, reclaim_slot
-from evals.toolchains import Toolchain, cache_dir, prepare_shared_caches, toolchain
+from evals.toolchains import CPP_FLAGS, Toolchain, cache_dir, prepare_shared_caches, toolchain
 
 STATUSES = ("passed", "failed", "timeout", "compile_error", "runtime_error", "sandbox_error")
 REASON_CHARS = 300
@@ -209,6 +209,11 @@ def run_program(
     """Build and run one sample in a fresh sandbox: (status, reason)."""
     chain = toolchain(task.language)
     program = assemble(task, generation)
+    build = chain.build
+    if task.language == "cpp":  # the prompt's standard headers, precompiled (evals/cpp_pch.py)
+        source, build = cpp_pch.apply(program.source, task.prompt, build, cache_dir() / "cpp-pch", CPP_FLAGS)
+        files = tuple((name, source if name == program.source_name else text) for name, text in program.files)
+        program = replace(program, files=files)
     run_limits = replace(chain.run_limits, wall_seconds=timeout, cpu_seconds=max(1, int(timeout + 0.999)))
     env = dict(chain.env)
     with Sandbox(slot, isolation, base_dir) as box:
@@ -216,7 +221,7 @@ def run_program(
             box.write(name, text)
         builds: list[StepResult] = []
         build_env = {**env, **dict(chain.build_env)}
-        for argv in chain.build:
+        for argv in build:
             step = _build_step(task.language, chain, box, argv, build_env, slot, isolation)
             builds.append(step)
             if not step.ok:

@@ -21,6 +21,7 @@ from evals.sandbox import BUILD_GID, Limits
 GiB = 1 << 30
 MiB = 1 << 20
 RUSTC = "/usr/bin/rustc"  # Debian's: the crates in cache_dir()/rust were built with it
+CPP_FLAGS = ("-std=c++17", "-O0")  # the language flags of the g++ step (and of its precompiled headers)
 JAVA_FLAGS = ["-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto", "-XX:CICompilerCount=1"]
 
 
@@ -215,7 +216,9 @@ def toolchain(language: str) -> Toolchain:
     if language == "python":
         return Toolchain("python", "prog.py", (), ("python3", "prog.py"), (), BUILD_LIMITS, RUN_LIMITS, ("python3",))
     if language == "cpp":
-        build = (("g++", "-std=c++17", "-O0", "prog.cpp", "-o", "prog", "-lcrypto"),)
+        # lld (one thread) links in two thirds of ld.bfd's CPU; evals/cpp_pch.py may add a precompiled header.
+        link = ("-fuse-ld=lld", "-Wl,--threads=1") if _has_lld() else ()
+        build = (("g++", *CPP_FLAGS, "prog.cpp", "-o", "prog", *link, "-lcrypto"),)
         return Toolchain("cpp", "prog.cpp", build, ("./prog",), (), BUILD_LIMITS, RUN_LIMITS, ("g++",))
     if language == "java":
         archive = javac_class_archive()

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from evals import javac_daemon
+from evals import cpp_pch, javac_daemon
 from evals.assemble import assemble
 from evals.dataset import load_language
 from evals.execute import run_program
 from evals.sandbox import Isolation, Sandbox, acquire_slot, compiler_uid, probe_isolation
-from evals.toolchains import cache_dir, check_toolchain, toolchain
+from evals.toolchains import CPP_FLAGS, cache_dir, check_toolchain, toolchain
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox's isolation needs root")
 
@@ -145,3 +145,97 @@ def test_a_compilation_past_its_limits_is_killed_and_the_server_restarted(isolat
                     and pid != str(os.getpid())]
     finally:
         server.stop()
+
+
+# ---- C++: precompiled headers of the prompt's include block -----------------------------
+
+CPP = {t.task_id: t for t in load_language("cpp")[0]}
+PCH_ROOT = cache_dir() / "cpp-pch"
+
+
+def _pch(source: str, prompt: str) -> tuple[str, tuple[tuple[str, ...], ...]]:
+    return cpp_pch.apply(source, prompt, toolchain("cpp").build, PCH_ROOT, CPP_FLAGS)
+
+
+def test_the_prompt_include_block_gets_a_precompiled_header() -> None:
+    task = CPP["CPP/0"]
+    source = assemble(task, task.canonical_solution).source
+    rewritten, build = _pch(source, task.prompt)
+    start, end, headers = cpp_pch.include_block(source)  # type: ignore[misc]
+    assert headers == ("stdio.h", "vector", "math.h")
+    line = source.count("\n", 0, start) + 1
+    assert rewritten == source[:start] + f'#include "codeglm_pch.h"\n#line {line}\n' + source[start:]
+    directory = Path(build[0][build[0].index("-iquote") + 1])
+    assert (directory / "codeglm_pch.h").read_text() == source[start:end]  # exactly those lines, in order
+    gch = directory / "codeglm_pch.h.gch"
+    assert gch.stat().st_uid == 0 and gch.stat().st_mode & 0o7777 == 0o644
+    assert directory.stat().st_mode & 0o7777 == 0o755
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "not in the prompt",
+        "code before the includes",
+        "a quoted include",
+        "an absolute header name",
+        "a .. in the name",
+        "a comment after an include",
+        "a // comment continued by a backslash",
+        "a comment ending on the include's line",
+    ],
+)
+def test_no_precompiled_header_unless_the_prefix_is_exactly_an_include_block(case: str) -> None:
+    body = "using namespace std;\nint f() { return 1; }\n"
+    block = "#include<stdio.h>\n#include<vector>\n"
+    source = {
+        "not in the prompt": block + body,
+        "code before the includes": "int x;\n" + block + body,
+        "a quoted include": '#include "stdio.h"\n' + block + body,
+        "an absolute header name": "#include</etc/passwd>\n" + body,
+        "a .. in the name": "#include<../include/stdio.h>\n" + body,
+        "a comment after an include": "#include<stdio.h> // io\n" + body,
+        "a // comment continued by a backslash": "// note \\\n" + block + body,
+        "a comment ending on the include's line": "/* a */ #include<stdio.h>\n" + body,
+    }[case]
+    prompt = "" if case == "not in the prompt" else source
+    assert _pch(source, prompt) == (source, toolchain("cpp").build)
+    assert _pch(block + body, block + body)[0] != block + body  # the same without the defect: used
+
+
+def test_gcc_reads_the_precompiled_header(isolation: Isolation) -> None:
+    task = CPP["CPP/0"]
+    source, build = _pch(assemble(task, task.canonical_solution).source, task.prompt)
+    directory = build[0][build[0].index("-iquote") + 1]
+    with Sandbox(SLOT, isolation) as box:
+        box.write("prog.cpp", source)
+        step = box.run([*build[0], "-H"], toolchain("cpp").build_limits, {}, build=True)
+    assert step.ok, step.stderr
+    assert f"! {directory}/codeglm_pch.h.gch" in step.stderr  # "!": a valid precompiled header, used
+
+
+def test_compile_errors_name_the_same_lines_with_the_precompiled_header(isolation: Isolation, monkeypatch) -> None:  # noqa: ANN001
+    task = CPP["CPP/3"]
+    generations = ["return 1 }", '    vector<int> v; v.push_back("a"); int q = undefined_thing;\n}\n']
+    with_pch = [run_program(task, g, SLOT, isolation, 10.0) for g in generations]
+    monkeypatch.setattr(cpp_pch, "apply", lambda source, prompt, build, root, flags: (source, build))
+    without = [run_program(task, g, SLOT, isolation, 10.0) for g in generations]
+    assert with_pch == without
+    assert all(status == "compile_error" and "prog.cpp:" in reason for status, reason in with_pch)
+
+
+def test_a_sample_cannot_write_into_the_precompiled_headers(isolation: Isolation) -> None:
+    task = CPP["CPP/0"]
+    _, build = _pch(assemble(task, task.canonical_solution).source, task.prompt)
+    directory = Path(build[0][build[0].index("-iquote") + 1])
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.iterdir()}
+    hostile = (
+        "    FILE* f = fopen(\"" + str(directory / "codeglm_pch.h.gch") + "\", \"w\");\n"
+        "    FILE* g = fopen(\"" + str(directory / "extra.h") + "\", \"w\");\n"
+        "    if (f == NULL && g == NULL) return false;\n"
+        "    return true;\n}\n"
+    )
+    status, _ = run_program(task, hostile, SLOT, isolation, 10.0)
+    assert status == "failed"  # both opens refused: the checks see false
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.iterdir()} == before
+    assert run_program(task, task.canonical_solution, SLOT, isolation, 10.0) == ("passed", "")
