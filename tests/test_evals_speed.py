@@ -16,6 +16,7 @@ from evals import cpp_pch, javac_daemon
 from evals.assemble import assemble
 from evals.dataset import load_language
 from evals.execute import run_program
+from evals.memory_watch import uid_pids
 from evals.sandbox import Isolation, Sandbox, acquire_slot, compiler_uid, probe_isolation
 from evals.toolchains import CPP_FLAGS, cache_dir, check_toolchain, toolchain
 
@@ -141,8 +142,7 @@ def test_a_compilation_past_its_limits_is_killed_and_the_server_restarted(isolat
             assert time.monotonic() - started < 10
         assert not step.ok and server.process is None
         assert {"wall": step.timed_out, "cpu": step.signal_name == "SIGXCPU", "memory": step.memory_limit_hit}[limit]
-        assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and os.stat(f"/proc/{pid}").st_uid == compiler_uid(SLOT)
-                    and pid != str(os.getpid())]
+        assert uid_pids(compiler_uid(SLOT)) == []
     finally:
         server.stop()
 
