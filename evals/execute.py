@@ -220,9 +220,8 @@ def run_program(
         for name, text in program.files:
             box.write(name, text)
         builds: list[StepResult] = []
-        build_env = {**env, **dict(chain.build_env)}
         for argv in build:
-            step = _build_step(task.language, chain, box, argv, build_env, slot, isolation)
+            step = _build_step(task.language, chain, box, argv, env, slot, isolation)
             builds.append(step)
             if not step.ok:
                 return classify(task.language, builds, None, timeout)

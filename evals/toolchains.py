@@ -42,8 +42,7 @@ def cache_dir() -> Path:
 class Toolchain:
     """How to build and run one assembled program in its sandbox directory.
 
-    ``build``: commands run with the build group (may be empty); ``run``: the test program;
-    ``env`` is given to both, ``build_env`` to the build steps only.
+    ``build``: commands run with the build group (may be empty); ``run``: the test program.
     ``build_limits``/``run_limits``: wall and CPU seconds here are defaults, the executor
     overrides the run step's with ``--timeout``.
     """
@@ -56,7 +55,6 @@ class Toolchain:
     build_limits: Limits
     run_limits: Limits
     tools: tuple[str, ...]
-    build_env: tuple[tuple[str, str], ...] = ()  # added to ``env`` for the build steps only
 
 
 BUILD_LIMITS = Limits(wall_seconds=90.0, cpu_seconds=120, memory_bytes=2 * GiB, max_processes=512, output_bytes=256 * MiB, resident_bytes=2 * GiB)
@@ -236,15 +234,15 @@ def toolchain(language: str) -> Toolchain:
     if language == "go":
         importcfg = str(go_importcfg())
         tools = _go_tool_dir()
-        # The tools themselves, not through `go tool` (one Go start less per step), and
-        # GOGC=off for them (the linker's heap stays near 100 MB): 20% less CPU per program.
+        # The tools themselves, not through `go tool`: one Go start less per step. (GOGC=off
+        # saved another 5-10 % but more than doubles the compiler's heap on a large source:
+        # it could turn a compilation that fits the memory limit into one that does not.)
         build = (
             (f"{tools}/compile", "-p", "main", "-complete", "-importcfg", importcfg, "-o", "prog.a", "prog.go"),
             (f"{tools}/link", "-s", "-w", "-importcfg", importcfg, "-o", "prog", "prog.a"),
         )
         env = (("GOCACHE", "off"), ("GO111MODULE", "off"), ("GOFLAGS", ""))
-        return Toolchain("go", "prog.go", build, ("./prog",), env, BUILD_LIMITS, RUN_LIMITS, ("go",),
-                         build_env=(("GOGC", "off"),))
+        return Toolchain("go", "prog.go", build, ("./prog",), env, BUILD_LIMITS, RUN_LIMITS, ("go",))
     if language == "rust":
         # -C prefer-dynamic: link libstd as a shared library, 40% less CPU per program.
         # lld (one thread) instead of ld.bfd, one codegen unit: half the CPU again (the link dominated).
