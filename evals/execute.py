@@ -31,10 +31,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from codeglm.languages import HUMANEVAL_X, get_language
+from evals import cpp_pch, javac_daemon
 from evals.assemble import END_TOKEN_ENV, assemble
 from evals.dataset import DatasetError, Task, language_of_task
 from evals.sandbox import Isolation, Sandbox, StepResult, acquire_slot, probe_isolation, reclaim_slot
-from evals.toolchains import prepare_shared_caches, toolchain
+from evals.toolchains import CPP_FLAGS, Toolchain, cache_dir, prepare_shared_caches, toolchain
 
 STATUSES = ("passed", "failed", "timeout", "compile_error", "runtime_error", "sandbox_error")
 REASON_CHARS = 300
@@ -208,14 +209,19 @@ def run_program(
     """Build and run one sample in a fresh sandbox: (status, reason)."""
     chain = toolchain(task.language)
     program = assemble(task, generation)
+    build = chain.build
+    if task.language == "cpp":  # the prompt's standard headers, precompiled (evals/cpp_pch.py)
+        source, build = cpp_pch.apply(program.source, task.prompt, build, cache_dir() / "cpp-pch", CPP_FLAGS)
+        files = tuple((name, source if name == program.source_name else text) for name, text in program.files)
+        program = replace(program, files=files)
     run_limits = replace(chain.run_limits, wall_seconds=timeout, cpu_seconds=max(1, int(timeout + 0.999)))
     env = dict(chain.env)
     with Sandbox(slot, isolation, base_dir) as box:
         for name, text in program.files:
             box.write(name, text)
         builds: list[StepResult] = []
-        for argv in chain.build:
-            step = box.run(list(argv), chain.build_limits, env, build=True)
+        for argv in build:
+            step = _build_step(task.language, chain, box, argv, env, slot, isolation)
             builds.append(step)
             if not step.ok:
                 return classify(task.language, builds, None, timeout)
@@ -224,6 +230,20 @@ def run_program(
         run_env = {**env, END_TOKEN_ENV: end_token or ""}
         run = box.run(list(chain.run), run_limits, run_env)
         return classify(task.language, builds, run, timeout, end_token)
+
+
+def _build_step(
+    language: str, chain: Toolchain, box: Sandbox, argv: tuple[str, ...], env: dict[str, str], slot: int, isolation: Isolation
+) -> StepResult:
+    """One build step: javac through the slot's warm server where it runs, else the command."""
+    if language == "java":
+        server = javac_daemon.server_for(slot, isolation, chain.build_limits, cache_dir())
+        if server is not None:
+            try:
+                return server.compile(box, javac_daemon.javac_arguments(argv), chain.source_name)
+            except javac_daemon.ServerUnavailable:
+                pass  # the javac command below
+    return box.run(list(argv), chain.build_limits, env, build=True)
 
 
 # ---- the worker pool ---------------------------------------------------------------------

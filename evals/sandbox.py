@@ -56,6 +56,8 @@ CLONE_NEWNET = 0x40000000
 UID_BASE = int(os.environ.get("CODEGLM_SANDBOX_UID_BASE", "3000000"))
 BUILD_GID = UID_BASE - 1
 RUN_GID = UID_BASE - 2
+# The uid of slot i's warm javac (evals/javac_daemon.py): not the slot's, so its programs cannot touch it.
+COMPILER_UID_OFFSET = 100000
 SCANNED_TEMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 OUTPUT_KEEP_BYTES = 4096
 
@@ -157,7 +159,14 @@ def reclaim_slot(slot: int) -> None:
     if os.geteuid() != 0:
         return
     kill_uid(UID_BASE + slot)
+    kill_uid(compiler_uid(slot))
     _remove_owned(UID_BASE + slot)
+    _remove_owned(compiler_uid(slot))  # a javac server's directory (evals/javac_daemon.py)
+
+
+def compiler_uid(slot: int) -> int:
+    """The uid slot ``slot``'s compiler server runs as (never a slot's own uid)."""
+    return UID_BASE + COMPILER_UID_OFFSET + slot
 
 
 def _libc() -> ctypes.CDLL:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the six HumanEval-X toolchains from Debian 12 packages and build the per-language
 # caches the harness uses (see /work/shared/docs/toolchains.md and docs/humaneval-x.md):
-#   - apt: g++ + boost + libssl, OpenJDK 17, Node.js, Go 1.19 + testify, rustc/cargo 1.63 +
+#   - apt: g++ + boost + libssl + lld (links Rust programs in a third of ld.bfd's CPU), OpenJDK 17, Node.js, Go 1.19 + testify, rustc/cargo 1.63 +
 #     the rand/regex/md5 crates as Debian source packages;
 #   - $CACHE/rust: rand, regex and md5 built once with Debian's rustc (/usr/bin/rustc), so each
 #     program is one `rustc --test` call, no cargo at run time;
@@ -21,7 +21,7 @@ else
 fi
 
 APT_PACKAGES=(
-  g++ libboost-dev libssl-dev
+  g++ libboost-dev libssl-dev lld
   openjdk-17-jdk-headless
   golang-go golang-github-stretchr-testify-dev
   rustc cargo librust-rand-dev librust-regex-dev librust-md5-dev 'librust-regex+default-dev'
@@ -123,11 +123,13 @@ EOF
   rm -rf "$WARM"
   touch "$GOCACHE_DIR/.warm"
 fi
-# Go's importcfg (std + testify export data) and the CDS archive of javac's classes: the
-# harness builds them on first use too; doing it here keeps the first evaluation fast.
+# Go's importcfg (std + testify export data), the CDS archive of javac's classes and the
+# warm javac server's class (evals/javac_daemon.py): the harness builds them on first use
+# too; doing it here keeps the first evaluation fast.
 PROJECT=$(cd "$(dirname "$0")/.." && pwd)
 if [ -x "$PROJECT/.venv/bin/python" ]; then
   (cd "$PROJECT" && CODEGLM_CACHE="$CACHE" .venv/bin/python -c \
-    "from evals.toolchains import go_importcfg, javac_class_archive; go_importcfg(); javac_class_archive()")
+    "from evals.toolchains import go_importcfg, javac_class_archive, cache_dir; go_importcfg(); javac_class_archive()
+from evals.javac_daemon import server_classes; server_classes(cache_dir())")
 fi
 echo "install-toolchains: ok ($CACHE)"
