@@ -35,7 +35,7 @@ from evals import cpp_pch, javac_daemon
 from evals.assemble import END_TOKEN_ENV, assemble
 from evals.dataset import DatasetError, Task, language_of_task
 from evals.sandbox import Isolation, Sandbox, StepResult, acquire_slot, probe_isolation, reclaim_slot
-from evals.toolchains import CPP_FLAGS, Toolchain, cache_dir, prepare_shared_caches, toolchain
+from evals.toolchains import CPP_FLAGS, Toolchain, cache_dir, go_build_steps, prepare_shared_caches, toolchain
 
 STATUSES = ("passed", "failed", "timeout", "compile_error", "runtime_error", "sandbox_error")
 REASON_CHARS = 300
@@ -214,6 +214,8 @@ def run_program(
         source, build = cpp_pch.apply(program.source, task.prompt, build, cache_dir() / "cpp-pch", CPP_FLAGS)
         files = tuple((name, source if name == program.source_name else text) for name, text in program.files)
         program = replace(program, files=files)
+    if task.language == "go":  # testify without net/http unless the program calls an HTTP assertion
+        build = go_build_steps(program.source)
     run_limits = replace(chain.run_limits, wall_seconds=timeout, cpu_seconds=max(1, int(timeout + 0.999)))
     env = dict(chain.env)
     with Sandbox(slot, isolation, base_dir) as box:

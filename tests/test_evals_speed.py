@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from evals.dataset import load_language
 from evals.execute import run_program
 from evals.memory_watch import uid_pids
 from evals.sandbox import Isolation, Sandbox, acquire_slot, compiler_uid, probe_isolation
-from evals.toolchains import CPP_FLAGS, cache_dir, check_toolchain, toolchain
+from evals.toolchains import CPP_FLAGS, cache_dir, check_toolchain, go_build_steps, go_importcfg, toolchain
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox's isolation needs root")
 
@@ -239,3 +240,49 @@ def test_a_sample_cannot_write_into_the_precompiled_headers(isolation: Isolation
     assert status == "failed"  # both opens refused: the checks see false
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.iterdir()} == before
     assert run_program(task, task.canonical_solution, SLOT, isolation, 10.0) == ("passed", "")
+
+
+# ---- Go: testify's assert without its HTTP assertions (evals/toolchains.py go_importcfg) ----
+
+GO = {t.task_id: t for t in load_language("go")[0]}
+
+
+def _without_net_http(config: Path, target: Path) -> Path:
+    lines = [line for line in config.read_text().splitlines(keepends=True) if "net/http" not in line and "net/url" not in line]
+    target.write_text("".join(lines))
+    return target
+
+
+@pytest.mark.parametrize("lean", [True, False])
+def test_go_programs_link_without_net_http_only_with_the_lean_testify(tmp_path: Path, lean: bool) -> None:
+    task = GO["Go/0"]
+    (tmp_path / "prog.go").write_text(assemble(task, task.canonical_solution).source)
+    config = _without_net_http(go_importcfg(lean=lean), tmp_path / "importcfg")
+    tools = Path(go_build_steps("")[0][0]).parent
+    compiled = subprocess.run([f"{tools}/compile", "-p", "main", "-complete", "-importcfg", str(config), "-o", "prog.a", "prog.go"],
+                              cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert compiled.returncode == 0, compiled.stderr
+    linked = subprocess.run([f"{tools}/link", "-s", "-w", "-importcfg", str(config), "-o", "prog", "prog.a"],
+                            cwd=tmp_path, capture_output=True, text=True, check=False)
+    if lean:  # the trimmed package built on this machine and needs no net/http
+        assert linked.returncode == 0, linked.stderr
+    else:
+        assert linked.returncode != 0 and "cannot open file" in linked.stderr  # a package net/http needs is missing
+
+
+def test_a_go_program_calling_an_http_assertion_builds_against_the_whole_testify(isolation: Isolation, monkeypatch) -> None:  # noqa: ANN001
+    task = GO["Go/0"]
+    generation = task.canonical_solution + "\nvar _ = assert.HTTPSuccess\nvar _ = (*assert.Assertions).HTTPBodyContainsf\n"
+    assert "importcfg-lean" not in " ".join(go_build_steps(generation)[1])
+    assert run_program(task, generation, SLOT, isolation, 10.0) == ("passed", "")
+    # What it would be with the lean package: the selection is what makes it build.
+    monkeypatch.setattr("evals.execute.go_build_steps", lambda source: toolchain("go").build)
+    status, reason = run_program(task, generation, SLOT, isolation, 10.0)
+    assert status == "compile_error" and "HTTPSuccess" in reason
+
+
+def test_go_canonicals_pass_with_the_lean_testify(isolation: Isolation) -> None:
+    for task_id in ("Go/0", "Go/16", "Go/53", "Go/95", "Go/163"):
+        task = GO[task_id]
+        assert "importcfg-lean" in " ".join(go_build_steps(assemble(task, task.canonical_solution).source)[1])
+        assert run_program(task, task.canonical_solution, SLOT, isolation, 10.0) == ("passed", ""), task_id
