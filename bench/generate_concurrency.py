@@ -26,9 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +41,7 @@ from codeglm.model.tokenizer import load_tokenizer  # noqa: E402
 from codeglm.paths import tokenizer_dir  # noqa: E402
 from evals.dataset import load_tasks, parse_languages  # noqa: E402
 from evals.generate import GenerateSettings, generate_samples  # noqa: E402
+from evals.openai_stub import StubCompletionsServer  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -73,39 +72,18 @@ def start_serve_api(model_dir: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("generate_concurrency: serve-api did not start within 300 s")
 
 
-def start_ideal(latency: float) -> tuple[ThreadingHTTPServer, str]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
+class IdealServer(StubCompletionsServer):
+    """Answers each completion request after a fixed ``latency`` seconds, whatever else is in flight."""
 
-        def log_message(self, *args: object) -> None:
-            pass
+    def __init__(self, latency: float) -> None:
+        self.latency = latency
+        super().__init__("ideal")
 
-        def answer(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            self.answer(200, {"object": "list", "data": [{"id": "ideal"}]})
-
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            if self.path != "/v1/completions":
-                self.answer(404, {"error": {"message": "no such route"}})
-                return
-            time.sleep(latency)
-            text = "    result = []\n    for x in range(10):\n        result.append(x)\n    return result\n\nprint(1)\n"
-            choices = [{"index": i, "text": text, "finish_reason": "stop"} for i in range(body["n"])]
-            self.answer(200, {"object": "text_completion", "choices": choices})
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
+    def complete(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        time.sleep(self.latency)
+        text = "    result = []\n    for x in range(10):\n        result.append(x)\n    return result\n\nprint(1)\n"
+        choices = [{"index": i, "text": text, "finish_reason": "stop"} for i in range(body["n"])]
+        return 200, {"object": "text_completion", "choices": choices}
 
 
 def run(url: str, tasks: list, settings: GenerateSettings, workdir: Path) -> tuple[float, set]:
@@ -190,17 +168,17 @@ def main() -> int:
         if not args.skip_serve_api:
             failed = time_serve_api(args, levels, tasks, workdir, report)
         if not args.skip_ideal:
-            server, ideal_url = start_ideal(args.latency)
+            server = IdealServer(args.latency)
             ideal: dict[str, float] = {}
             try:
                 for level in levels:
                     settings = GenerateSettings(n=args.n, batch_size=args.batch_size, seed=1, concurrency=level)
-                    seconds, samples = run(ideal_url, tasks, settings, workdir)
+                    seconds, samples = run(server.url, tasks, settings, workdir)
                     ideal[str(level)] = round(len(samples) / seconds, 2)
                     print(f"ideal ({args.latency} s/request) --concurrency {level}: "
                           f"{len(samples) / seconds:.2f} samples/s", file=sys.stderr)
             finally:
-                server.shutdown()
+                server.stop()
             report["ideal_latency_s"] = args.latency
             report["ideal_samples_per_s"] = ideal
     report["ok"] = not failed

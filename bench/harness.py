@@ -101,6 +101,38 @@ def run_reference(language: str, tasks: list[Task], workers: int, work: Path) ->
     return seconds, passed
 
 
+def run_canonical(
+    languages: list[str], workers: int, work: Path, wrong: list[str], executor: JobRunner, label: str,
+    through: str = "", start_up: float = 0.0,
+) -> tuple[float, int, dict[str, dict[str, float]]]:
+    """Every canonical program of ``languages`` through ``executor``, a language at a time, each
+    printed under ``label`` (``through``: the executor's name in messages, "" for the local one):
+    (seconds, programs, per-language figures) over the languages that all passed, ``start_up``
+    seconds included. A language where one did not pass is an ERROR, added to ``wrong``."""
+    seconds, programs = start_up, 0
+    per_language: dict[str, dict[str, float]] = {}
+    for lang in languages:
+        tasks, _ = load_language(lang)
+        lang_seconds, passed = run_ours(tasks, workers, work, f"{label}-{lang}", executor)
+        if passed != len(tasks):
+            wrong.append(f"{lang} ({label})" if through else lang)
+            via = f" through {through}" if through else ""
+            print(f"ERROR: {lang}: {passed} of {len(tasks)} canonical solutions passed{via}; its time is not "
+                  "reported", flush=True)
+            continue
+        per_language[lang] = {"programs": len(tasks), "passed": passed, "seconds": round(lang_seconds, 2),
+                              "programs_per_second": round(len(tasks) / lang_seconds, 2)}
+        seconds += lang_seconds
+        programs += len(tasks)
+        print(f"{label:<8} {lang:<10} {len(tasks)} programs, {passed} passed, {lang_seconds:7.1f} s, "
+              f"{len(tasks) / lang_seconds:6.2f} programs/s", flush=True)
+    if seconds:
+        with_start_up = f" (with {through}'s start-up)" if through else ""
+        print(f"{label:<8} total      {programs} programs, {seconds:7.1f} s{with_start_up}, "
+              f"{programs / seconds:6.2f} programs/s", flush=True)
+    return seconds, programs, per_language
+
+
 def run_ray(languages: list[str], workers: int, work: Path, wrong: list[str]) -> tuple[float, int]:
     """Every canonical program of ``languages`` through the Ray executor on one local
     cluster of ``workers`` CPUs: (seconds, programs) over the languages that all passed."""
@@ -110,25 +142,11 @@ def run_ray(languages: list[str], workers: int, work: Path, wrong: list[str]) ->
     ray = ray_executor.import_ray()
     started = time.monotonic()
     ray_executor.connect(ray, workers)  # started here once, not once per language
-    seconds, programs = time.monotonic() - started, 0
     try:
-        for lang in languages:
-            tasks, _ = load_language(lang)
-            lang_seconds, passed = run_ours(tasks, workers, work, f"ray-{lang}", ray_executor.run_jobs)
-            if passed != len(tasks):
-                wrong.append(f"{lang} (ray)")
-                print(f"ERROR: {lang}: {passed} of {len(tasks)} canonical solutions passed through Ray; its time "
-                      "is not reported", flush=True)
-                continue
-            seconds += lang_seconds
-            programs += len(tasks)
-            print(f"ray      {lang:<10} {len(tasks)} programs, {passed} passed, {lang_seconds:7.1f} s, "
-                  f"{len(tasks) / lang_seconds:6.2f} programs/s", flush=True)
+        seconds, programs, _ = run_canonical(languages, workers, work, wrong, ray_executor.run_jobs, "ray",
+                                             through="Ray", start_up=time.monotonic() - started)
     finally:
         ray.shutdown()
-    if seconds:
-        print(f"ray      total      {programs} programs, {seconds:7.1f} s (with Ray's start-up), "
-              f"{programs / seconds:6.2f} programs/s", flush=True)
     return seconds, programs
 
 
@@ -141,28 +159,11 @@ def main() -> int:
                         help="then the same programs through --executor ray on a local Ray cluster (needs codeglm[ray])")
     args = parser.parse_args()
     languages = parse_languages(args.languages)
-    per_language: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="codeglm-bench-") as tmp:
         work = Path(tmp)
-        total_seconds, total_programs = 0.0, 0
         wrong: list[str] = []
-        for lang in languages:
-            tasks, _ = load_language(lang)
-            seconds, passed = run_ours(tasks, args.workers, work, f"ours-{lang}")
-            if passed != len(tasks):
-                wrong.append(lang)
-                print(f"ERROR: {lang}: {passed} of {len(tasks)} canonical solutions passed; its time is not "
-                      "reported", flush=True)
-                continue
-            per_language[lang] = {"programs": len(tasks), "passed": passed, "seconds": round(seconds, 2),
-                                  "programs_per_second": round(len(tasks) / seconds, 2)}
-            total_seconds += seconds
-            total_programs += len(tasks)
-            print(f"codeglm  {lang:<10} {len(tasks)} programs, {passed} passed, {seconds:7.1f} s, "
-                  f"{len(tasks) / seconds:6.2f} programs/s", flush=True)
-        if total_seconds:
-            print(f"codeglm  total      {total_programs} programs, {total_seconds:7.1f} s, "
-                  f"{total_programs / total_seconds:6.2f} programs/s", flush=True)
+        total_seconds, total_programs, per_language = run_canonical(languages, args.workers, work, wrong, run_jobs,
+                                                                    "codeglm")
         ray_seconds, ray_programs = run_ray(languages, args.workers, work, wrong) if args.executor_ray else (0.0, 0)
 
         ours_subset = reference_subset = 0.0

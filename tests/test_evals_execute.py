@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from _mutants import WRONG_TASK0
 
 from evals.assemble import assemble, go_missing_imports
 from evals.dataset import LANGUAGES, load_language, load_tasks, parse_records
@@ -160,16 +161,6 @@ def test_unknown_task_ids_are_reported_and_skipped_at_parse_time() -> None:
 
 
 # ---- programs --------------------------------------------------------------------------------
-
-# A body that compiles but returns the wrong answer for task 0 (has_close_elements).
-WRONG_TASK0 = {
-    "python": "    return False\n",
-    "cpp": "    return false;\n}\n",
-    "java": "        return false;\n    }\n}\n",
-    "javascript": "  return false\n}\n",
-    "go": "    return false\n}\n",
-    "rust": "    return false;\n}\n",
-}
 
 
 def _write_samples(path: Path, rows: list[tuple[str, str]]) -> None:

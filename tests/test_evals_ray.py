@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from _mutants import WRONG_TASK0
 
 from evals.dataset import LANGUAGES, Task, load_tasks
 from evals.execute import execute_file, read_results
@@ -36,15 +37,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 RAY_BIN = Path(sys.executable).parent / "ray"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox's isolation needs root")
 
-# Bodies per language for task 0 (has_close_elements): wrong answer, a crash, no end.
-WRONG = {
-    "python": "    return False\n",
-    "cpp": "    return false;\n}\n",
-    "java": "        return false;\n    }\n}\n",
-    "javascript": "  return false\n}\n",
-    "go": "    return false\n}\n",
-    "rust": "    return false;\n}\n",
-}
+# Bodies for task 0 (has_close_elements), besides the wrong answer (WRONG_TASK0, tests/_mutants.py): a crash, no end.
 CRASH = {
     "python": "    raise RuntimeError('boom')\n",
     "cpp": "    int* p = nullptr; return *p == 1;\n}\n",
@@ -170,7 +163,7 @@ def _mutants(tasks: dict[str, Task]) -> list[tuple[str, str]]:
     for lang, info in LANGUAGES.items():
         prefix = info.task_prefix
         rows += [(f"{prefix}/{n}", tasks[f"{prefix}/{n}"].canonical_solution) for n in (0, 1)]
-        rows += [(f"{prefix}/0", WRONG[lang]), (f"{prefix}/0", CRASH[lang]), (f"{prefix}/1", "")]
+        rows += [(f"{prefix}/0", WRONG_TASK0[lang]), (f"{prefix}/0", CRASH[lang]), (f"{prefix}/1", "")]
         if lang in LOOP:
             rows.append((f"{prefix}/0", LOOP[lang]))
     return rows
@@ -230,7 +223,7 @@ def test_a_driver_killed_mid_run_resumes_without_duplicates(on_cluster: Cluster,
     rows = []
     for number in range(10):
         task = tasks[f"Python/{number}"]
-        rows += [(task.task_id, SLEEP.format(seconds=0.5) + task.canonical_solution), (task.task_id, WRONG["python"])]
+        rows += [(task.task_id, SLEEP.format(seconds=0.5) + task.canonical_solution), (task.task_id, WRONG_TASK0["python"])]
     samples, output, local = tmp_path / "samples.jsonl", tmp_path / "results.jsonl", tmp_path / "local.jsonl"
     _write(samples, rows)
     argv = [sys.executable, "-m", "codeglm.cli", "eval", "execute", str(samples), "-o", str(output),

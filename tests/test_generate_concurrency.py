@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from codeglm.cli import main
 from evals.batches import batch_seed, plan_batches, run_batches
 from evals.dataset import load_tasks
 from evals.generate import GenerateSettings, generate_samples
+from evals.openai_stub import StubCompletionsServer
 
 GENERATE = ["eval", "generate", "--language", "python", "--limit", "3", "--n", "8", "--batch-size", "2",
             "--max-tokens", "12", "--temperature", "0.8", "--seed", "7", "--no-progress"]
@@ -73,28 +73,22 @@ def test_samples_do_not_depend_on_concurrency(serve_api: ServeApi, tmp_path: Pat
 # --- against a recording server -----------------------------------------------------------
 
 
-class RecordingServer:
+class RecordingServer(StubCompletionsServer):
     """``/v1/models`` and ``/v1/completions`` on a loopback port. Choice ``i`` of a request
     seeded ``s`` is ``return s+i``; each request's (seed, n) is recorded, and the most
     requests in flight at once. The first ``wave`` completions wait at a barrier until all
     ``wave`` are in flight (20 s at most, then the barrier breaks and they are 500s)."""
 
     def __init__(self, wave: int = 1, hang_after: int | None = None) -> None:
-        self.lock = threading.Lock()
         self.hang_after = hang_after  # completions after this many never answer (until stop)
         self.stopping = threading.Event()
         self.requests: list[tuple[int, int]] = []
-        self.paths: list[str] = []
         self.in_flight = 0
         self.most_in_flight = 0
         self.wave = wave
         self.barrier = threading.Barrier(wave, timeout=20)
         self.broken = False
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.http.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__("recorder")
 
     def complete(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self.lock:
@@ -120,47 +114,9 @@ class RecordingServer:
             with self.lock:
                 self.in_flight -= 1
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def answer(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                with server.lock:
-                    server.paths.append("GET " + self.path)
-                if self.path == "/v1/models":
-                    self.answer(200, {"object": "list", "data": [{"id": "recorder"}]})
-                else:
-                    self.answer(404, {"error": {"message": "no such route"}})
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.paths.append("POST " + self.path)
-                if self.path == "/v1/completions":
-                    self.answer(*server.complete(body))
-                else:
-                    self.answer(404, {"error": {"message": "no such route"}})
-
-        return Handler
-
     def stop(self) -> None:
         self.stopping.set()
-        self.http.shutdown()
-        self.http.server_close()
+        super().stop()
 
 
 @pytest.fixture()
