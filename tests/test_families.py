@@ -35,7 +35,7 @@ from codeglm.inference.fim import FIM_TOKEN_TRIPLES, FimTokens, detect_fim_token
 from codeglm.inference.loading import load_model, load_model_tokenizer
 from codeglm.inference.onednn import OneDNNLinear, use_onednn_linears
 from codeglm.inference.types import SamplingParams
-from codeglm.model.decoder import Decoder
+from codeglm.model.decoder import SWIGLU_SPLIT_ROWS, Decoder, DecoderMLP
 from codeglm.model.families import UnsupportedModelError, load_decoder
 from codeglm.model.tokenizer import load_tokenizer
 from codeglm.paths import tokenizer_dir
@@ -127,6 +127,26 @@ def test_whole_sequence_logits_equal_transformers(family: tuple[Path, Any]) -> N
         expected = reference(ids).logits
         got = decoder.logits(decoder(ids, torch.arange(40)[None], None, True, None))
     assert_close(got, expected)
+
+
+def test_a_long_prefill_computes_swiglu_in_halves_and_equals_transformers(
+    family: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From SWIGLU_SPLIT_ROWS rows the gate and up products run apart (faster in MKL for
+    long prefills); the logits are still transformers'."""
+    directory, reference = family
+    decoder = load_decoder(directory)
+    halves = []
+    original = DecoderMLP._swiglu_in_halves
+    monkeypatch.setattr(DecoderMLP, "_swiglu_in_halves", lambda self, x: halves.append(x.shape) or original(self, x))
+    ids = torch.randint(0, 50000, (4, 200))  # 800 rows, past SWIGLU_SPLIT_ROWS
+    assert ids.numel() >= SWIGLU_SPLIT_ROWS
+    with torch.no_grad():
+        expected = reference(ids).logits
+        got = decoder.logits(decoder(ids, torch.arange(200)[None], None, True, None))
+    assert_close(got, expected)
+    swiglu = decoder.spec.mlp == "swiglu"
+    assert len(halves) == (decoder.spec.num_layers if swiglu else 0)
 
 
 def test_engine_steps_and_greedy_continuation_equal_transformers(family: tuple[Path, Any]) -> None:
