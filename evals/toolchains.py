@@ -123,11 +123,9 @@ GO_PACKAGES = {
     "cmplx": "math/cmplx",
 }
 
-# Every package a Go program may import: the tests' own, and those assemble may add.
-GO_IMPORTABLE = ("testing", "github.com/stretchr/testify/assert")
-
-
 TESTIFY_ASSERT = "github.com/stretchr/testify/assert"
+# Every package a Go program may import: the tests' own, and those assemble may add.
+GO_IMPORTABLE = ("testing", TESTIFY_ASSERT)
 GOPATH_DEBIAN = "/usr/share/gocode"
 # A name that may be one of testify's HTTP assertions (HTTPSuccess, HTTPBodyContainsf, ...),
 # called or not: such a program builds against the whole testify (go_importcfg's ``lean``).
