@@ -214,36 +214,41 @@ def go_importcfg(lean: bool = True) -> Path:
         return config
     if shutil.which("go") is None:
         raise ToolchainError("go not found: run scripts/install-toolchains.sh")
-    full = go_importcfg(lean=False) if lean else None
-    if full is not None:
-        lines = full.read_text().splitlines(keepends=True)
-        lean_gopath = root / "lean-gopath"
-        shutil.rmtree(lean_gopath, ignore_errors=True)
-        _testify_without_http(Path(GOPATH_DEBIAN, "src", TESTIFY_ASSERT), lean_gopath / "src" / TESTIFY_ASSERT)
-        try:
-            exports = dict(_go_exports([TESTIFY_ASSERT], f"{lean_gopath}:{GOPATH_DEBIAN}"))
-        except ToolchainError:
-            exports = {}
-        if TESTIFY_ASSERT in exports:
-            target = root / "pkg-lean" / (TESTIFY_ASSERT + ".a")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(exports[TESTIFY_ASSERT], target)
-            lines = [f"packagefile {TESTIFY_ASSERT}={target}\n" if line.startswith(f"packagefile {TESTIFY_ASSERT}=") else line
-                     for line in lines]
-        _open_up(root)
-        _write_importcfg(config, lines)
-        return config
-    packages = sorted({*GO_IMPORTABLE, *GO_PACKAGES.values()})
-    archive_dir = root / "pkg"
-    lines = []
-    for path, export in _go_exports(packages, GOPATH_DEBIAN):
-        target = archive_dir / (path + ".a")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(export, target)
-        lines.append(f"packagefile {path}={target}\n")
+    lines = _lean_importcfg_lines(root, go_importcfg(lean=False)) if lean else _whole_importcfg_lines(root)
     _open_up(root)
     _write_importcfg(config, lines)
     return config
+
+
+def _whole_importcfg_lines(root: Path) -> list[str]:
+    """Every importable package and its dependencies, their archives copied under ``root/pkg``."""
+    packages = sorted({*GO_IMPORTABLE, *GO_PACKAGES.values()})
+    lines = []
+    for path, export in _go_exports(packages, GOPATH_DEBIAN):
+        target = root / "pkg" / (path + ".a")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(export, target)
+        lines.append(f"packagefile {path}={target}\n")
+    return lines
+
+
+def _lean_importcfg_lines(root: Path, whole: Path) -> list[str]:
+    """``whole``'s lines with testify's assert replaced by the trimmed build (unchanged if it fails)."""
+    lines = whole.read_text().splitlines(keepends=True)
+    lean_gopath = root / "lean-gopath"
+    shutil.rmtree(lean_gopath, ignore_errors=True)
+    _testify_without_http(Path(GOPATH_DEBIAN, "src", TESTIFY_ASSERT), lean_gopath / "src" / TESTIFY_ASSERT)
+    try:
+        exports = dict(_go_exports([TESTIFY_ASSERT], f"{lean_gopath}:{GOPATH_DEBIAN}"))
+    except ToolchainError:
+        return lines
+    if TESTIFY_ASSERT not in exports:
+        return lines
+    target = root / "pkg-lean" / (TESTIFY_ASSERT + ".a")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(exports[TESTIFY_ASSERT], target)
+    prefix = f"packagefile {TESTIFY_ASSERT}="
+    return [f"{prefix}{target}\n" if line.startswith(prefix) else line for line in lines]
 
 
 def _open_up(root: Path) -> None:
