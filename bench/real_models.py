@@ -22,7 +22,10 @@ Figures: decode tok/s at batch 1 (fp32, int8, transformers), the fraction of the
 bandwidth bound the fp32 engine reaches (bytes a step reads / measured read bandwidth),
 cold prefill of a 1,500-token prompt, and the keystroke time: one token typed onto a
 1,500-token prompt whose prefix is cached, then a 32-token suggestion (engine, int8),
-against transformers (fp32, the whole prompt again). The last line is JSON.
+against transformers (fp32, the whole prompt again). Also fp32 decode with an int8 draft
+of the same model (speculative decoding, ``codeglm.inference.speculative``: the model's own
+greedy tokens, checked above) and the fraction of drafted tokens the model accepted; the
+plain fp32 figure and its bandwidth fraction stay as they were. The last line is JSON.
 
     .venv/bin/python bench/real_models.py            # ~10 minutes on 2 cores, ~14 GB of memory
     .venv/bin/python bench/real_models.py --quick    # small shapes, a smoke run
@@ -52,6 +55,7 @@ from codeglm.inference.engine import Engine  # noqa: E402
 from codeglm.inference.kv_cache import CacheShape, StaticKVCache  # noqa: E402
 from codeglm.inference.layout import use_decode_layout  # noqa: E402
 from codeglm.inference.quantize import linear_bytes, quantize_int8  # noqa: E402
+from codeglm.inference.speculative import DEFAULT_DRAFT_TOKENS, int8_draft  # noqa: E402
 from codeglm.inference.types import SamplingParams  # noqa: E402
 from codeglm.model.decoder import Decoder  # noqa: E402
 from codeglm.model.families import decoder_from_tensors, decoder_spec  # noqa: E402
@@ -237,7 +241,12 @@ def measure(name: str, config: Any, options: Options, bandwidth: Callable[[], fl
     typed = long + [int(torch.randint(0, vocab, (1,), generator=generator))]
 
     fp32_engine = Engine(fp32, IdText())
-    ok = check(f"{name} fp32 engine", engine_tokens(fp32_engine, short, 16), hf_greedy(hf, short, 16))
+    reference_tokens = hf_greedy(hf, short, 16)
+    ok = check(f"{name} fp32 engine", engine_tokens(fp32_engine, short, 16), reference_tokens)
+    # The same fp32 model with an int8 draft of itself (speculative decoding): its output
+    # must still be the model's own.
+    speculative_engine = Engine(fp32, IdText(), draft=int8_draft(fp32))
+    ok &= check(f"{name} fp32 engine with an int8 draft", engine_tokens(speculative_engine, short, 16), reference_tokens)
     int8 = engine_model(hf, int8=True)
     int8_engine = Engine(int8, IdText())
     ok &= check(f"{name} int8 engine", engine_tokens(int8_engine, short, 16), reference_greedy(int8, short, 16))
@@ -261,6 +270,12 @@ def measure(name: str, config: Any, options: Options, bandwidth: Callable[[], fl
     figures["hf_decode_tok_s"] = hf_decode_tok_s(hf, short, options.decode_tokens, options.repeats)
     figures["decode_tok_s_fp32"] = engine_decode_tok_s(fp32_engine, short, options.decode_tokens, options.repeats)
     figures["decode_tok_s_int8"] = engine_decode_tok_s(int8_engine, short, options.decode_tokens, options.repeats)
+    figures["decode_tok_s_fp32_speculative"] = engine_decode_tok_s(
+        speculative_engine, short, options.decode_tokens, options.repeats
+    )
+    stats = speculative_engine.last_stats
+    figures["draft_tokens"] = DEFAULT_DRAFT_TOKENS
+    figures["draft_acceptance"] = stats.accepted_draft_tokens / max(1, stats.drafted_tokens)
     gb_s = bandwidth()
     step_bytes = linear_bytes(fp32)
     figures["bandwidth_gb_s"] = gb_s / 1e9
@@ -284,6 +299,8 @@ def verdicts(name: str, f: dict[str, Any]) -> list[str]:
 
     line("decode fp32 / transformers", f["decode_tok_s_fp32"] / f["hf_decode_tok_s"], TARGETS["decode_vs_hf"])
     line("bandwidth fraction fp32", f["bandwidth_fraction_fp32"], TARGETS["bandwidth_fraction_fp32"])
+    line("decode fp32 with an int8 draft / transformers", f["decode_tok_s_fp32_speculative"] / f["hf_decode_tok_s"],
+         TARGETS["decode_vs_hf"])
     line("decode int8 / fp32", f["decode_tok_s_int8"] / f["decode_tok_s_fp32"], TARGETS["int8_vs_fp32"])
     line("keystroke / transformers'", f["keystroke_suggestion_s"] / f["hf_keystroke_suggestion_s"],
          TARGETS["keystroke_vs_hf"], at_most=True)

@@ -12,7 +12,8 @@ from test_lsp_server import inline_params, open_document, start_client, wait_for
 
 from codeglm.backends import last_generation, load_backend
 
-STATS_KEYS = {"prompt_tokens", "reused_prefix_tokens", "prefill_seconds", "decode_steps", "decode_seconds", "rows",
+STATS_KEYS = {"prompt_tokens", "reused_prefix_tokens", "prefill_seconds", "decode_steps", "decode_seconds",
+              "speculative_steps", "drafted_tokens", "accepted_draft_tokens", "rows",
               "dropped_rows"}
 
 

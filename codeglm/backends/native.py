@@ -28,11 +28,14 @@ from tqdm import tqdm
 from codeglm.backends.base import BackendError, CancelToken, Completion, GenerationRequest, ModelFilesError
 from codeglm.backends.batch_entry import BatchEntry
 from codeglm.backends.cancel import AnyCancelToken
+from codeglm.backends.spec import BackendSpecError
 from codeglm.backends.worker_stream import stream_from_worker
+from codeglm.inference import model_thread
 from codeglm.inference.engine import DEFAULT_PREFIX_CACHE_TOKENS, Engine
 from codeglm.inference.fim import FimTokens, detect_fim_tokens, prompt_token_ids
 from codeglm.inference.jobs import PromptRequest
 from codeglm.inference.loading import load_model, load_model_tokenizer
+from codeglm.inference.speculative import DEFAULT_DRAFT_TOKENS, DRAFT_KINDS, int8_draft
 
 if TYPE_CHECKING:
     from codeglm.inference.engine import Engine
@@ -81,11 +84,19 @@ class NativeBackend:
         dtype: str = "fp32",
         max_batch_size: int = 8,
         prefix_cache: int | None = None,
+        draft: str = "none",
+        draft_tokens: int = DEFAULT_DRAFT_TOKENS,
         progress: bool = False,
     ) -> NativeBackend:
         """Load the model and tokenizer saved in ``path``: a directory (``codeglm convert``'s
         output, or a transformers directory of a supported family), or a hub id such as
-        ``Qwen/Qwen2.5-Coder-1.5B`` where there is a network (see ``hub_snapshot``)."""
+        ``Qwen/Qwen2.5-Coder-1.5B`` where there is a network (see ``hub_snapshot``).
+        ``draft="int8"``: speculative decoding with an int8 copy of the model
+        (``codeglm.inference.speculative``) for greedy one-sample requests."""
+        if draft not in DRAFT_KINDS:
+            raise BackendSpecError(f"unknown draft {draft!r}: choose one of {', '.join(DRAFT_KINDS)}")
+        if draft != "none" and dtype == "int8":
+            raise BackendSpecError("draft=int8 speeds up a floating-point model: give dtype fp32, fp16 or bf16, or drop the draft")
         directory = Path(path).expanduser()
         if not directory.is_dir():
             directory = hub_snapshot(str(path))
@@ -100,7 +111,9 @@ class NativeBackend:
             except (OSError, ValueError) as error:  # TokenizerFilesError and UnsupportedModelError are ValueErrors
                 raise ModelFilesError(f"cannot load the model in {directory}: {error}") from error
         cache = DEFAULT_PREFIX_CACHE_TOKENS if prefix_cache is None else prefix_cache
-        engine = Engine(model, tokenizer, max_batch_size=max_batch_size, prefix_cache_size=cache)
+        draft_model = model_thread.run(lambda: int8_draft(model)) if draft == "int8" else None
+        engine = Engine(model, tokenizer, max_batch_size=max_batch_size, prefix_cache_size=cache, draft=draft_model,
+                        draft_tokens=draft_tokens)
         return cls(engine, name=f"native:{directory}")
 
     def _engine(self) -> Engine:

@@ -78,6 +78,9 @@ OPTIONS: dict[str, dict[str, tuple[Callable[[str], OptionValue], str]]] = {
         "dtype": (_one_of("fp32", "fp16", "bf16", "int8"), "weights: fp32, fp16, bf16 or int8 (default fp32)"),
         "max_batch_size": (_positive_int, "rows decoded together (default 8)"),
         "prefix_cache": (_non_negative_int, "prefix cache size in tokens, 0 disables it (default 8192)"),
+        "draft": (_one_of("none", "int8"), "speculative decoding: int8 drafts tokens that the model checks, for "
+                  "greedy one-sample requests; the model's own output, sooner (default none)"),
+        "draft_tokens": (_positive_int, "tokens the draft proposes a step (default 5)"),
     },
     "hf": {
         "device": (str, "torch device, e.g. cpu or cuda:0 (default cpu)"),

@@ -47,6 +47,7 @@ from codeglm.inference.kv_cache import CacheShape, StaticKVCache
 from codeglm.inference.layout import use_decode_layout
 from codeglm.inference.prefix_cache import PrefixCache
 from codeglm.inference.sampling import RowGroup, choose_tokens, make_generator
+from codeglm.inference.speculative import DEFAULT_DRAFT_TOKENS, check_draft, speculative_step
 from codeglm.inference.text_rules import Sample
 from codeglm.inference.types import CancelToken, Completion, FinishedCallback, SamplingParams
 
@@ -63,8 +64,11 @@ class GenerationStats:
     prompt_tokens: int = 0
     reused_prefix_tokens: int = 0  # taken from the prefix cache instead of computed
     prefill_seconds: float = 0.0  # until the first tokens were chosen
-    decode_steps: int = 0
+    decode_steps: int = 0  # tokens each row decoded after its first (one a step without a draft)
     decode_seconds: float = 0.0
+    speculative_steps: int = 0  # model passes that checked drafted tokens (``draft``)
+    drafted_tokens: int = 0
+    accepted_draft_tokens: int = 0
     rows: int = 0
     dropped_rows: int = 0  # finished rows taken out of their batch before it ended
 
@@ -81,16 +85,32 @@ class Engine:
         max_batch_size: int = 8,
         prefix_cache_size: int = DEFAULT_PREFIX_CACHE_TOKENS,
         decode_layout: bool = False,
+        draft: EngineModel | None = None,
+        draft_tokens: int = DEFAULT_DRAFT_TOKENS,
     ) -> None:
         """``prefix_cache_size`` bounds the prefix cache in tokens over all its entries
         (each token costs ``cache_shape.bytes_per_token`` bytes); 0 disables it.
         ``decode_layout``: lay the model's weights out as decoding reads them fastest
-        (``use_decode_layout``; in place; ``load_model`` already does it)."""
+        (``use_decode_layout``; in place; ``load_model`` already does it).
+        ``draft``: a cheaper copy of the model (``codeglm.inference.speculative.int8_draft``)
+        that proposes ``draft_tokens`` tokens a step for greedy one-sample requests, which
+        the model checks in one pass (``speculative_step``): the same tokens, sooner."""
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if draft_tokens < 1:
+            raise ValueError(f"draft_tokens must be >= 1, got {draft_tokens}")
+        if draft is not None:
+            check_draft(model, draft)
+            if activation_dtype(draft) != activation_dtype(model):
+                raise ValueError(
+                    f"the draft computes in {activation_dtype(draft)}, the model in {activation_dtype(model)}: "
+                    "they must share one KV cache"
+                )
         if decode_layout:
             model_thread.run(lambda: use_decode_layout(model))
         self.model = model.eval()
+        self.draft = None if draft is None else draft.eval()
+        self.draft_tokens = draft_tokens
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.context_length: int = model.context_length
@@ -270,6 +290,7 @@ class Engine:
         stats.rows += rows
         stats.prompt_tokens += sum(len(job.tokens) for job in batch)
         cache = self._workspace_for(rows, longest + max(job.budget for job in batch))
+        speculative = self.draft is not None and rows == 1 and requests[batch[0].prompt_index].params.greedy
         padded = any(len(job.tokens) < longest for job in batch)
 
         # Prefill: each prompt into the first row of its samples, right-aligned. A
@@ -323,6 +344,10 @@ class Engine:
             positions = torch.tensor(lengths, dtype=torch.long, device=device).unsqueeze(1)  # (rows, 1)
 
         eos_ids = getattr(self.tokenizer, "eos_token_ids", None) or frozenset([self.tokenizer.eos_token_id])
+        if speculative:
+            yield from self._decode_speculative(batch[0], requests[batch[0].prompt_index], live_samples[0], logits, cache,
+                                                eos_ids, started)
+            return
         decode_started = time.perf_counter()
         step = 0
         while True:
@@ -360,6 +385,49 @@ class Engine:
             step += 1
             if self.logits_tap is not None:
                 self.logits_tap(logits)
+        stats.decode_seconds += time.perf_counter() - decode_started
+        yield
+
+    def _decode_speculative(
+        self,
+        job: Job,
+        request: PromptRequest,
+        sample: Sample,
+        logits: torch.Tensor,
+        cache: StaticKVCache,
+        eos_ids: frozenset[int],
+        started: float,
+    ) -> Iterator[None]:
+        """The decode loop of one greedy sample with the draft (``speculative_step``): the
+        text rules, the budget and cancellation as in ``_run``, checked after every token."""
+        assert self.draft is not None
+        stats = self.last_stats
+        tokens = [int(logits[0].argmax())]
+        stats.prefill_seconds += time.perf_counter() - started
+        decode_started = time.perf_counter()
+        while True:
+            for token in tokens:
+                sample.add_token(token, token if token in eos_ids else -1)
+                if len(sample.token_ids) >= job.budget:
+                    sample.finish(sample.text, "length")  # no-op when it has just ended otherwise
+                if sample.done:
+                    break
+            yield
+            if request.cancelled:
+                sample.finish(sample.text, "cancelled")
+            if sample.done:
+                break
+            # The step yields at most room + 1 tokens and writes as many cache positions.
+            room = min(self.draft_tokens, job.budget - len(sample.token_ids) - 1)
+            step = speculative_step(self.model, self.draft, cache, tokens[-1], room)
+            tokens = step.tokens
+            stats.decode_steps += len(tokens)
+            stats.speculative_steps += 1
+            stats.drafted_tokens += step.drafted
+            stats.accepted_draft_tokens += step.accepted
+            if self.logits_tap is not None:
+                for row in step.logits:
+                    self.logits_tap(row.unsqueeze(0))
         stats.decode_seconds += time.perf_counter() - decode_started
         yield
 

@@ -363,6 +363,10 @@ class CodeGeeXForCausalLM(CodeGeeXPreTrainedModel, GenerationMixin):
         """Logits (B, V) of the last of ``input_ids`` (B, T), unpadded, after what ``cache`` holds."""
         return self(input_ids, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
 
+    def score(self, input_ids: torch.Tensor, cache: Cache) -> torch.Tensor:
+        """Logits (B, T, V) of every one of ``input_ids`` (B, T), unpadded, after what ``cache`` holds."""
+        return self(input_ids, cache=cache, use_cache=True).logits
+
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None, cache: Cache) -> torch.Tensor:
         """Logits (B, V) of one new token per row, (B, 1), at ``positions`` (B or 1, 1), after
         the cache's keys and values (all of them, or those ``mask`` (B, 1, 1, S) marks True).

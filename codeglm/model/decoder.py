@@ -230,6 +230,15 @@ class Decoder(nn.Module):
 
     def prefill(self, input_ids: torch.Tensor, cache: Any) -> torch.Tensor:
         """Logits (B, V) of the last of ``input_ids`` (B, T), unpadded, after what ``cache`` holds."""
+        return self.logits(self._after_cache(input_ids, cache)[:, -1], norm=True)
+
+    def score(self, input_ids: torch.Tensor, cache: Any) -> torch.Tensor:
+        """Logits (B, T, V) of every one of ``input_ids`` (B, T), unpadded, after what
+        ``cache`` holds (a speculative step checks its drafted tokens with them)."""
+        return self.logits(self._after_cache(input_ids, cache), norm=True)
+
+    def _after_cache(self, input_ids: torch.Tensor, cache: Any) -> torch.Tensor:
+        """Hidden states (B, T, h), before the final norm, of ``input_ids`` after the cache's."""
         past = cache.get_seq_length() if cache is not None else 0
         T = input_ids.shape[1]
         if past + T > self.spec.context_length:
@@ -238,8 +247,7 @@ class Decoder(nn.Module):
         # Without cached positions SDPA's own causal mask is right; after them it would
         # align the new tokens with the first keys, so the mask is spelled out.
         mask = causal_mask(past, T, input_ids.device) if past and T > 1 else None
-        hidden = self.forward(input_ids, positions, mask, past == 0 and T > 1, cache, final_norm=False)
-        return self.logits(hidden[:, -1], norm=True)
+        return self.forward(input_ids, positions, mask, past == 0 and T > 1, cache, final_norm=False)
 
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None, cache: Any) -> torch.Tensor:
         """Logits (B, V) of one new token per row, (B, 1), at ``positions`` (B or 1, 1),
