@@ -32,6 +32,7 @@ from codeglm.cli import main
 from codeglm.inference.cpu_kernels import ACTIVATION_CODES, float_gemv
 from codeglm.inference.engine import Engine
 from codeglm.inference.fim import FIM_TOKEN_TRIPLES, FimTokens, detect_fim_tokens, prompt_token_ids
+from codeglm.inference.kv_cache import CacheShape, StaticKVCache
 from codeglm.inference.loading import load_model, load_model_tokenizer
 from codeglm.inference.onednn import OneDNNLinear, use_onednn_linears
 from codeglm.inference.types import SamplingParams
@@ -207,11 +208,13 @@ def test_one_token_steps_through_the_fused_kernels_equal_transformers(family: tu
     assert_close(torch.cat(steps), expected)
     # Per block and one-token step: q/k/v with its norm, the output with the residual, the
     # MLP's first layer with its norm and activation, its second with the residual; and
-    # the logits with the final norm, of each step and of the prompt's last position.
+    # the logits with the final norm, of each step and of the prompt's last position. The
+    # prompt's last block computes its output and MLP for the last row alone: one row,
+    # through the kernels too.
     steps_taken = len(tokens) - 1
     activation = ACTIVATION_CODES["swiglu" if model.spec.mlp == "swiglu" else "gelu_tanh"]
-    assert calls.count((False, 0, True)) == 2 * model.spec.num_layers * steps_taken
-    assert calls.count((True, activation, False)) == model.spec.num_layers * steps_taken
+    assert calls.count((False, 0, True)) == 2 * model.spec.num_layers * steps_taken + 2
+    assert calls.count((True, activation, False)) == model.spec.num_layers * steps_taken + 1
     assert calls.count((True, 0, False)) == model.spec.num_layers * steps_taken + len(tokens)
 
 
@@ -325,3 +328,27 @@ def test_a_hub_id_without_a_network_says_what_to_give_instead(monkeypatch: pytes
         NativeBackend.load("Qwen/Qwen2.5-Coder-1.5B")
     with pytest.raises(BackendError, match="model directory ./no/such does not exist"):
         NativeBackend.load("./no/such")
+
+
+@torch.inference_mode()
+def test_prefill_computes_only_the_last_row_of_the_last_block(family: tuple[Path, Any]) -> None:
+    """A prefill's last block attends, projects and runs its MLP for the last row alone
+    (nothing reads the others); its logits and every cached key and value are still those
+    of the whole sequence's pass (``score``), cold and after a cached prefix."""
+    directory, _ = family
+    model = load_model(directory)
+    layers, heads, head_dim = model.cache_layout
+    shape = CacheShape(layers, heads, head_dim, torch.float32, torch.device("cpu"))
+    ids = torch.tensor([load_model_tokenizer(directory, model).encode(PROMPT)])
+    for past in (0, 5):
+        caches = [StaticKVCache.allocate(shape, 1, 64) for _ in range(2)]
+        for cache in caches:
+            if past:
+                model.prefill(ids[:, :past], cache)
+        last = model.prefill(ids[:, past:], caches[0])
+        every = model.score(ids[:, past:], caches[1])
+        assert last.shape == (1, model.vocab_size)
+        assert_close(last, every[:, -1])
+        for cached, expected in zip(caches[0].prefix(0, ids.shape[1]), caches[1].prefix(0, ids.shape[1]), strict=True):
+            for got, want in zip(cached, expected, strict=True):
+                assert_close(got, want)

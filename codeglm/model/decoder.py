@@ -91,8 +91,11 @@ class DecoderAttention(nn.Module):
         mask: torch.Tensor | None,
         is_causal: bool,
         cache: Any,
+        last_only: bool = False,
     ) -> torch.Tensor:
-        """The heads' outputs side by side, (B, T, nh*hs), before ``output``."""
+        """The heads' outputs side by side, (B, T, nh*hs), before ``output``; with
+        ``last_only`` those of the last row alone, (B, 1, nh*hs), while every row's keys
+        and values still reach the cache."""
         spec = self.spec
         B, T, _ = x.shape
         nh, nkv, hs = spec.num_heads, spec.num_kv_heads, spec.head_dim
@@ -109,6 +112,9 @@ class DecoderAttention(nn.Module):
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)  # (B, nkv, S, hs)
+        if last_only:  # the last row of an unpadded prompt sees every key
+            q = q[:, :, -1:]  # (B, nh, 1, hs)
+            mask, is_causal, T = None, False, 1
         # Scaled by 1/sqrt(hs); each group of nh/nkv query heads reads one key/value head.
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=nkv != nh)
         return y.transpose(1, 2).reshape(B, T, nh * hs)
@@ -146,9 +152,9 @@ class DecoderMLP(nn.Module):
         700 to 3,000 rows (2 cores, AVX-512, 2026-12-05); decode steps keep the fused kernel."""
         width = self.down.in_features
         weight, bias = self.up.weight, self.up.bias
-        gate = F.linear(x, weight[:width], None if bias is None else bias[:width])
-        up = F.linear(x, weight[width:], None if bias is None else bias[width:])
-        return F.silu(gate).mul_(up)
+        # SiLU in place while the gate's product is still in cache, before the up product.
+        gate = F.silu(F.linear(x, weight[:width], None if bias is None else bias[:width]), inplace=True)
+        return gate.mul_(F.linear(x, weight[width:], None if bias is None else bias[width:]))
 
 
 class DecoderBlock(nn.Module):
@@ -168,8 +174,12 @@ class DecoderBlock(nn.Module):
         mask: torch.Tensor | None,
         is_causal: bool,
         cache: Any,
+        last_only: bool = False,
     ) -> torch.Tensor:
-        heads = self.attention(x, self.attention_norm, rotary, mask, is_causal, cache)
+        """(B, T, h), or (B, 1, h) of the last row alone with ``last_only``."""
+        heads = self.attention(x, self.attention_norm, rotary, mask, is_causal, cache, last_only)
+        if last_only:
+            x = x[:, -1:]
         a = linear_step(self.attention.output, heads, residual=x)
         return self.mlp(a, self.mlp_norm, a)
 
@@ -210,17 +220,22 @@ class Decoder(nn.Module):
         is_causal: bool,
         cache: Any,
         final_norm: bool = True,
+        last_only: bool = False,
     ) -> torch.Tensor:
         """Hidden states (B, T, h) of ``input_ids`` (B, T) at ``positions`` (B or 1, T),
-        after the final norm unless ``final_norm`` is False (``logits`` can take it)."""
+        after the final norm unless ``final_norm`` is False (``logits`` can take it).
+        With ``last_only`` (unpadded rows) the last block keeps only the last row, (B, 1, h):
+        a prefill reads nothing else, and that block's attention, output product and MLP
+        over every row (about 1/num_layers of the work) went to rows no one reads."""
         x = F.embedding(input_ids, self.embed.weight)  # (B, T, h)
         rotary = None
         if self.position_embed is not None:
             x = x + F.embedding(positions, self.position_embed.weight)
         else:
             rotary = rotary_cos_sin(positions, self.spec.head_dim, self.spec.rope_theta, x.dtype)
-        for block in self.blocks:
-            x = block(x, rotary, mask, is_causal, cache)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, rotary, mask, is_causal, cache, last_only and i == last)
         return apply_norm(self.norm, x) if final_norm else x
 
     def logits(self, hidden: torch.Tensor, norm: bool = False) -> torch.Tensor:
@@ -230,15 +245,16 @@ class Decoder(nn.Module):
 
     def prefill(self, input_ids: torch.Tensor, cache: Any) -> torch.Tensor:
         """Logits (B, V) of the last of ``input_ids`` (B, T), unpadded, after what ``cache`` holds."""
-        return self.logits(self._after_cache(input_ids, cache)[:, -1], norm=True)
+        return self.logits(self._after_cache(input_ids, cache, last_only=True)[:, -1], norm=True)
 
     def score(self, input_ids: torch.Tensor, cache: Any) -> torch.Tensor:
         """Logits (B, T, V) of every one of ``input_ids`` (B, T), unpadded, after what
         ``cache`` holds (a speculative step checks its drafted tokens with them)."""
         return self.logits(self._after_cache(input_ids, cache), norm=True)
 
-    def _after_cache(self, input_ids: torch.Tensor, cache: Any) -> torch.Tensor:
-        """Hidden states (B, T, h), before the final norm, of ``input_ids`` after the cache's."""
+    def _after_cache(self, input_ids: torch.Tensor, cache: Any, last_only: bool = False) -> torch.Tensor:
+        """Hidden states (B, T, h), before the final norm, of ``input_ids`` after the cache's
+        ((B, 1, h), the last row's, with ``last_only``)."""
         past = cache.get_seq_length() if cache is not None else 0
         T = input_ids.shape[1]
         if past + T > self.spec.context_length:
@@ -247,7 +263,7 @@ class Decoder(nn.Module):
         # Without cached positions SDPA's own causal mask is right; after them it would
         # align the new tokens with the first keys, so the mask is spelled out.
         mask = causal_mask(past, T, input_ids.device) if past and T > 1 else None
-        return self.forward(input_ids, positions, mask, past == 0 and T > 1, cache, final_norm=False)
+        return self.forward(input_ids, positions, mask, past == 0 and T > 1, cache, final_norm=False, last_only=last_only)
 
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None, cache: Any) -> torch.Tensor:
         """Logits (B, V) of one new token per row, (B, 1), at ``positions`` (B or 1, 1),
