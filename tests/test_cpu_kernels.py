@@ -27,7 +27,7 @@ from codeglm.inference.cpu_kernels import (
     float_gemv,
     int8_gemv,
 )
-from codeglm.inference.onednn import OneDNNLinear, linear
+from codeglm.inference.onednn import KERNEL_MAX_ROWS, OneDNNLinear, linear
 from codeglm.inference.quantize import Int8Linear, fbgemm_available
 from codeglm.model.layers import RMSNorm, activate, apply_rotary, fast_gelu, linear_step, rotary_cos_sin
 
@@ -107,18 +107,43 @@ def test_float_products_equal_f_linear(kernels: Any, out_features: int, in_featu
         assert torch.allclose(gemv(x, weight, None), F.linear(x, weight), rtol=1e-5, atol=1e-5 * scale)
 
 
-def test_onednn_linear_takes_the_kernel_for_one_row_of_an_out_in_weight(kernels: Any) -> None:
+def test_onednn_linear_takes_the_kernel_for_up_to_kernel_max_rows_of_an_out_in_weight(kernels: Any) -> None:
     gemv = kernels.float_linear
     torch.manual_seed(0)
     layer = OneDNNLinear(64, 48)
-    one, two = torch.randn(1, 1, 64), torch.randn(1, 2, 64)
+    one, few, many = torch.randn(1, 1, 64), torch.randn(1, KERNEL_MAX_ROWS, 64), torch.randn(1, KERNEL_MAX_ROWS + 1, 64)
     with torch.inference_mode():
         assert torch.equal(layer(one), gemv(one, layer.weight, layer.bias))
-        assert torch.equal(layer(two), linear(two, layer.weight, layer.bias))
+        assert torch.equal(layer(few), gemv(few, layer.weight, layer.bias))
+        assert torch.equal(layer(many), linear(many, layer.weight, layer.bias))
         transposed = OneDNNLinear(64, 48)
         transposed.weight.data = layer.weight.data.t().contiguous().t()  # (in, out) storage: oneDNN's
         transposed.bias.data = layer.bias.data
         assert torch.equal(transposed(one), linear(one, transposed.weight, transposed.bias))
+
+
+@pytest.mark.parametrize(("out_features", "in_features"), [(33, 80), (384, 128), (9, 4100), (6, 5)])
+def test_float_products_of_several_rows_take_norm_and_residual(kernels: Any, out_features: int, in_features: int) -> None:
+    """2 to KERNEL_MAX_ROWS rows (a speculative check, n samples) go through the kernel's
+    blocked path, groups of three rows and a remainder, weight rows in blocks of four and a
+    remainder: every row equals torch's product of it, with an RMSNorm before and the
+    residual after."""
+    gemv = kernels.float_linear
+    torch.manual_seed(out_features)
+    weight, bias = torch.randn(out_features, in_features), torch.randn(out_features)
+    norm = torch.randn(in_features)
+    for rows in range(2, KERNEL_MAX_ROWS + 1):
+        x, residual = torch.randn(1, rows, in_features), torch.randn(1, rows, out_features)
+        expected = F.linear(x, weight, bias)
+        scale = float(expected.abs().max())
+        got = gemv(x, weight, bias)
+        assert got.shape == expected.shape
+        assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5 * scale)
+        normed = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * norm
+        expected = residual + F.linear(normed, weight, bias)
+        scale = float(expected.abs().max())
+        got = gemv(x, weight, bias, norm, None, 1e-6, residual, 0)
+        assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5 * scale)
 
 
 @pytest.mark.parametrize(("out_features", "in_features"), [(5, 7), (33, 80), (384, 128), (96, 4100)])
