@@ -114,10 +114,10 @@ class DecoderAttention(nn.Module):
             k, v = cache.update(k, v, self.layer_idx)  # (B, nkv, S, hs)
         if last_only:  # the last row of an unpadded prompt sees every key
             q = q[:, :, -1:]  # (B, nh, 1, hs)
-            mask, is_causal, T = None, False, 1
+            mask, is_causal = None, False
         # Scaled by 1/sqrt(hs); each group of nh/nkv query heads reads one key/value head.
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=nkv != nh)
-        return y.transpose(1, 2).reshape(B, T, nh * hs)
+        return y.transpose(1, 2).reshape(B, q.shape[2], nh * hs)  # (B, T or 1, nh*hs)
 
 
 # From this many rows (a long prefill) a CPU SwiGLU computes its gate and up products apart.
